@@ -1,0 +1,185 @@
+"""The ``mixvae`` command: train, eval, sample, demo.
+
+Bad input (a config, an argument, a data file) ends with one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse's own usage dump is several lines)
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="folder with the data sets (default: $MIXVAE_DATA, "
+                   "else ~/.cache/mixvae/data; files missing there are downloaded)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mixvae", description="VAEs with multimodal priors and introspective / adversarial training.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model from a YAML preset", description=
+                       "Train a model. The run folder (--out) receives config.yaml, metrics.jsonl, checkpoints, "
+                       "pictures and eval.json (test log-likelihood etc. of the best checkpoint).")
+    p.add_argument("config", nargs="?", help="YAML config (a preset in configs/); omit with --resume")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=30 (repeatable)")
+    p.add_argument("--out", type=Path, help="new run folder")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder from its latest checkpoint")
+    p.add_argument("--no-eval", action="store_true", help="skip the final test evaluation")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+
+    p = sub.add_parser("eval", help="evaluate a run on its test set", description=
+                       "Importance-sampled log-likelihood (nats; bits/dim for 8-bit data), active units and "
+                       "prior mode usage of a run's best checkpoint.")
+    p.add_argument("run", type=Path)
+    p.add_argument("--ll-samples", type=int, default=None, help="importance samples per image (default: the run's eval.ll_samples)")
+    p.add_argument("--split", choices=("test", "valid"), default="test")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value for this evaluation (e.g. data.test_subset=1000)")
+    _add_common(p)
+
+    p = sub.add_parser("sample", help="draw samples from a run's model into a picture")
+    p.add_argument("run", type=Path)
+    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("--out", type=Path, default=Path("samples.png"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    _add_common(p)
+
+    p = sub.add_parser("demo", help="a short end-to-end run: train, evaluate, pictures (no download)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--epochs", type=int, default=8)
+    _add_common(p)
+    return parser
+
+
+def _positive(name: str, value) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{name} = {value} is not valid; expected a positive integer")
+
+
+def cmd_train(args) -> int:
+    from . import runs
+    from .config import load_config
+
+    if args.resume is not None:
+        if args.out is not None and args.out != args.resume:
+            raise UserError("give either --out (a new run) or --resume RUN, not both")
+        if not (args.resume / "config.yaml").is_file():
+            raise UserError(f"--resume {args.resume}: not a run folder (no config.yaml)")
+        if not (args.resume / "checkpoints" / "latest.pt").exists() and not (args.resume / "checkpoints" / "latest.prev.pt").exists():
+            raise UserError(f"--resume {args.resume}: the run has no checkpoint yet")
+        cfg = load_config(args.resume / "config.yaml", args.overrides)
+        out = args.resume
+        data_dir = runs.run_data_dir(out, args.data_dir)
+    else:
+        if args.config is None or args.out is None:
+            raise UserError("mixvae train: give a config file and --out RUN (or --resume RUN)")
+        cfg = load_config(args.config, args.overrides)
+        out, data_dir = args.out, args.data_dir
+    if args.threads:
+        cfg.train.threads = args.threads
+    summary = runs.train(cfg, out, data_dir, resume=args.resume is not None, progress=not args.quiet,
+                         evaluate_after=not args.no_eval)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from . import runs
+
+    _positive("--ll-samples", args.ll_samples)
+    run = runs.open_run(args.run, args.data_dir, args.checkpoint, args.overrides)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    result = runs.evaluate(run, args.ll_samples or run.cfg.eval.ll_samples, args.split)
+    result = {"run": str(args.run), "checkpoint": args.checkpoint, **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>24}: {v}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from . import runs
+    from .viz import save_grid, save_scatter_2d
+
+    _positive("-n", args.n)
+    run = runs.open_run(args.run, args.data_dir, args.checkpoint)
+    torch.manual_seed(args.seed)
+    x = run.model.sample(args.n)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if run.data.is_image:
+        save_grid(run.data.unscale(x), args.out)
+    else:
+        save_scatter_2d({"samples": x}, args.out)
+    print(str(args.out))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import runs
+    from .config import config_from_dict
+
+    data_dir = args.data_dir
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    if data_dir is None and not os.environ.get("MIXVAE_DATA") and shared.is_dir():
+        data_dir = str(shared)
+    from .data.download import resolve_data_dir
+    have_mnist = (resolve_data_dir(data_dir) / "mnist" / "train-images-idx3-ubyte.gz").is_file()
+    data = {"name": "mnist"} if have_mnist else {"name": "digits"}
+    cfg = config_from_dict({
+        "seed": 1, "data": data,
+        "model": {"arch": "vae", "latent_dim": 40 if have_mnist else 8, "hidden": [300, 300],
+                  "prior": {"kind": "vampprior", "components": 500 if have_mnist else 50}},
+        "train": {"epochs": args.epochs, "batch_size": 100, "lr": 5e-4, "warmup_epochs": max(1, args.epochs // 2),
+                  "threads": args.threads},
+        "eval": {"ll_samples": 1000},
+    }, "demo")
+    cfg.data.test_subset = 2000
+    print(f"mixvae demo: VAE + VampPrior(K={cfg.model.prior.components}) on {cfg.data.name}, "
+          f"{args.epochs} epochs -> {args.out}", file=sys.stderr)
+    summary = runs.train(cfg, args.out, data_dir)
+    print(json.dumps(summary))
+    print(f"pictures: {', '.join(str(p) for p in sorted(args.out.glob('*.png')))}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": cmd_demo}
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"mixvae: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mixvae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

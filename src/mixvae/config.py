@@ -1,0 +1,337 @@
+"""Typed configuration: dataclasses <-> YAML, ``--set`` overrides, validation with clear messages.
+
+A config file is a YAML mapping with the sections below; every key is optional and unknown keys
+are errors. ``base: other.yaml`` (a path relative to the file) starts from another preset and
+overrides it key by key. Method-specific sections (``elbo``, ``sintro``, ``gamix``) are read only
+by the objective that ``train.objective`` selects.
+
+We convert by hand (about a hundred lines) instead of using a dict-to-dataclass library so that
+every message names the file, the dotted key, the value and what was expected, and so that YAML's
+``1e-4`` (a string in YAML 1.1) is accepted where a float is expected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import UserError
+
+
+def _range(lo: float | None = None, hi: float | None = None, **kw):
+    """A field with an allowed closed range [lo, hi]; either bound may be omitted."""
+    return field(metadata={"min": lo, "max": hi}, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    name: str = "mnist"
+    """mnist | fashion-mnist | binarized-mnist | frey-faces | digits | cifar10 | npz | image-folder
+    | 8gaussians | 2spirals | checkerboard | rings"""
+    path: Optional[str] = None               # file (npz) or folder (image-folder); else found in the data dir
+    binarize: Literal["auto", "dynamic", "none"] = "auto"   # auto: dynamic for MNIST, none otherwise
+    image_size: Optional[int] = _range(4, None, default=None)   # resize square images (image-folder, cifar10)
+    channels: Optional[Literal[1, 3]] = None  # force gray (1) or RGB (3) for image folders
+    scale: Literal["unit", "symmetric"] = "unit"   # pixel values in [0, 1] or [-1, 1]
+    valid_size: float = _range(0.0, None, default=0.1)  # held-out part of train when a set has no validation split (fraction < 1, or a count)
+    split_seed: int = 0                      # seeds the train/validation split and fixed binarisation
+    train_subset: Optional[int] = _range(1, None, default=None)  # keep the first N training examples
+    test_subset: Optional[int] = _range(1, None, default=None)   # keep the first N test examples
+    epoch_size: int = _range(1, None, default=1000)              # batches per "epoch" for 2D samplers
+
+
+@dataclass
+class PriorConfig:
+    kind: Literal["standard", "mog", "vampprior", "vampprior-data"] = "standard"
+    components: int = _range(1, None, default=500)
+    learn_weights: bool = False
+    pseudo_init: Optional[list[float]] = None    # [mean, std] of pseudo-input pixels; default per data set
+    pseudo_trainable: bool = True                # vampprior-data: false keeps the K training images fixed
+    pseudo_noise: float = _range(0.0, None, default=0.0)   # vampprior-data: N(0, noise^2) added at init
+    mog_init_std: float = _range(0.0, None, default=1.0)   # MoG means ~ N(0, std^2) at init
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["vae", "hvae", "convhvae", "mlp2d", "resnet", "resnetv2"] = "vae"
+    latent_dim: int = _range(1, None, default=40)        # top latent (the one the prior sits on)
+    lower_latent_dim: int = _range(1, None, default=40)  # z1 of the two-level models
+    hidden: list[int] = field(default_factory=lambda: [300, 300])   # MLP widths (first layer first)
+    channels: list[int] = field(default_factory=lambda: [64, 128])  # conv widths per resolution stage
+    stages: Optional[int] = _range(1, None, default=None)  # resnetv2: down/up-sampling stages (default from size)
+    likelihood: Literal["auto", "bernoulli", "logistic", "gaussian", "gaussian-learned"] = "auto"
+    gaussian_logvar: float = 0.0                      # fixed log-variance of the 'gaussian' likelihood
+    prior: PriorConfig = field(default_factory=PriorConfig)
+
+
+@dataclass
+class TrainConfig:
+    objective: Literal["elbo", "sintro", "gamix"] = "elbo"
+    epochs: int = _range(0, None, default=100)
+    max_steps: Optional[int] = _range(1, None, default=None)   # stop after this many steps (overrides epochs)
+    batch_size: int = _range(1, None, default=100)
+    lr: float = _range(0.0, None, default=5e-4)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    optimizer: Literal["adam", "adam-normgrad"] = "adam"
+    warmup_epochs: float = _range(0.0, None, default=0.0)   # KL warm-up (ELBO) / VAE phase (sintro), epochs
+    warmup_steps: Optional[int] = _range(0, None, default=None)  # same in steps; wins over warmup_epochs
+    patience: Optional[int] = _range(1, None, default=None)  # early stopping, in evaluations after warm-up
+    lr_milestones: list[int] = field(default_factory=list)   # steps at which lr *= lr_gamma
+    lr_gamma: float = _range(0.0, 1.0, default=0.1)
+    eval_every: int = _range(1, None, default=1)     # validate every N epochs
+    log_every: int = _range(1, None, default=50)     # write metrics every N steps
+    checkpoint_every: int = _range(1, None, default=1000)  # save 'latest' every N steps (and each epoch)
+    nan_policy: Literal["stop", "rollback"] = "stop"
+    threads: Optional[int] = _range(1, None, default=None)
+    device: str = "cpu"                               # cpu | cuda | cuda:N | auto
+    deterministic: bool = False                       # torch.use_deterministic_algorithms
+
+
+@dataclass
+class EvalConfig:
+    ll_samples: int = _range(1, None, default=5000)   # importance samples per image
+    ll_chunk: int = _range(1, None, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
+    fid_samples: int = _range(2, None, default=5000)
+    samples_grid: int = _range(1, None, default=64)
+
+
+@dataclass
+class ElboConfig:
+    analytic_kl: bool = False   # closed-form KL for the standard prior (the paper uses one sample)
+
+
+@dataclass
+class SoftIntroConfig:
+    beta_rec: float = _range(0.0, None, default=1.0)
+    beta_kl: float = _range(0.0, None, default=1.0)
+    beta_neg: float = _range(0.0, None, default=256.0)
+    gamma_r: float = _range(0.0, None, default=1e-8)
+    alpha: float = _range(0.0, None, default=2.0)      # exponent of the introspective terms
+    prior_player: Literal["decoder", "encoder", "fixed"] = "decoder"
+    prior_lr: Optional[float] = _range(0.0, None, default=None)   # default: train.lr
+    kl_samples: int = _range(1, None, default=100)     # Monte-Carlo samples for KL to a mixture
+    variance_clipping: bool = True
+    r_ent: float = _range(0.0, None, default=0.0)      # responsibility regularisation weight
+    resp_samples: int = _range(1, None, default=100)
+    convert_to_mog_step: Optional[int] = _range(0, None, default=None)   # VampPrior -> MoG at this step
+    convert_to_mog_epoch: Optional[int] = _range(0, None, default=None)  # ... or at the start of this epoch
+
+
+@dataclass
+class GamixConfig:
+    w_rec: float = _range(0.0, None, default=5000.0)
+    w_kl: float = _range(0.0, None, default=1.0)
+    w_var: float = _range(0.0, None, default=0.1)
+    w_adv: float = _range(0.0, None, default=100.0)
+    adv_loss: Literal["bce", "hinge"] = "bce"
+    disc_start: int = _range(0, None, default=0)
+    adaptive_weight: bool = False
+    moments_with_variance: bool = False
+    disc_lr: Optional[float] = _range(0.0, None, default=None)
+    kl_samples: int = _range(1, None, default=16)      # KL to a mixture prior (non-standard priors)
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    elbo: ElboConfig = field(default_factory=ElboConfig)
+    sintro: SoftIntroConfig = field(default_factory=SoftIntroConfig)
+    gamix: GamixConfig = field(default_factory=GamixConfig)
+
+
+# ------------------------------------------------------------------------------------------------
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp, key: str, where: str):
+    def bad():
+        return UserError(f"{where}: {key} = {value!r} is not valid; expected {_type_name(tp)}")
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(value, inner, key, where)
+    if origin is Literal:
+        if value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}:
+            return value
+        raise bad()
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad()
+        (inner,) = typing.get_args(tp)
+        return [_convert(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad()
+        return _from_dict(tp, value, key + ".", where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad()
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad() from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    raise TypeError(f"unsupported config type {tp}")  # a bug in this file, not user input
+
+
+def _from_dict(cls, data: dict, prefix: str, where: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise UserError(f"{where}: unknown key '{dotted}'; expected one of: {', '.join(names)}")
+        kwargs[key] = _convert(value, hints[key], dotted, where)
+        lo, hi = names[key].metadata.get("min"), names[key].metadata.get("max")
+        if kwargs[key] is not None and ((lo is not None and kwargs[key] < lo) or (hi is not None and kwargs[key] > hi)):
+            bounds = f">= {lo}" if hi is None else (f"<= {hi}" if lo is None else f"in [{lo}, {hi}]")
+            raise UserError(f"{where}: {dotted} = {value!r} is out of range; expected a value {bounds}")
+    return cls(**kwargs)
+
+
+def _check(cfg: Config, where: str) -> Config:
+    """Combinations that are each valid alone but not together."""
+    t, m = cfg.train, cfg.model
+    if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
+        raise UserError(f"{where}: train.betas = {t.betas} is not valid; expected two numbers in [0, 1)")
+    if m.prior.pseudo_init is not None and (len(m.prior.pseudo_init) != 2 or m.prior.pseudo_init[1] < 0):
+        raise UserError(f"{where}: model.prior.pseudo_init = {m.prior.pseudo_init} is not valid; expected [mean, std] with std >= 0")
+    if not m.hidden or min(m.hidden) < 1:
+        raise UserError(f"{where}: model.hidden = {m.hidden} is not valid; expected a non-empty list of positive widths")
+    if not m.channels or min(m.channels) < 1:
+        raise UserError(f"{where}: model.channels = {m.channels} is not valid; expected a non-empty list of positive widths")
+    if t.epochs == 0 and t.max_steps is None:
+        raise UserError(f"{where}: train.epochs = 0 and no train.max_steps; expected a positive budget")
+    if any(s < 0 for s in t.lr_milestones):
+        raise UserError(f"{where}: train.lr_milestones = {t.lr_milestones} is not valid; expected step numbers >= 0")
+    if m.arch in ("hvae", "convhvae") and cfg.train.objective != "elbo":
+        raise UserError(f"{where}: model.arch = {m.arch!r} is only trained with train.objective = 'elbo'")
+    return cfg
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}: malformed YAML{at}: {problem}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text (UTF-8) YAML file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a YAML mapping of sections (data, model, train, ...), got {type(data).__name__}")
+    if "base" in data:
+        base = data.pop("base")
+        if not isinstance(base, str):
+            raise UserError(f"{path}: base = {base!r} is not valid; expected a path to another config file")
+        base_path = (path.parent / base).resolve()
+        if base_path in seen:
+            raise UserError(f"{path}: base = {base!r} includes itself")
+        data = _deep_merge(_read_yaml(base_path, seen + (path.resolve(),)), data)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'section.key=value' -> (['section', 'key'], value parsed as YAML)."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r} is not valid; expected section.key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UserError(f"--set {text!r} is not valid; expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UserError(f"--set {text!r}: the value {raw!r} is not valid YAML") from None
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = _deep_merge({}, data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {text!r}: '{p}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict, where: str = "config") -> Config:
+    return _check(_from_dict(Config, data, "", where), where)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML preset (or the defaults if ``path`` is None) and apply ``--set`` overrides."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    where = str(path) if path is not None else "config"
+    if overrides:
+        data = apply_overrides(data, list(overrides))
+        where += " (with --set overrides)"
+    return config_from_dict(data, where)
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,5 @@
+"""Data: canonical file formats, downloads with checksums, in-memory splits, 2D samplers."""
+from .datasets import NAMES, Dataset, Split, load_dataset
+from .download import resolve_data_dir
+
+__all__ = ["NAMES", "Dataset", "Split", "load_dataset", "resolve_data_dir"]

@@ -1,0 +1,336 @@
+"""Data sets as in-memory tensors with train / valid / test splits, and their batches.
+
+Images are stored as uint8 (8-bit and binary data) or float32 and handed out as float32 in
+[0, 1] (or [-1, 1] with ``scale='symmetric'``), shape (B, C, H, W); vector data as (B, D).
+Batch order, dynamic binarisation and 2D samples depend only on (seed, epoch, batch index),
+so a run resumed at any batch sees exactly the batches an uninterrupted run would have seen,
+and a batch is the same whatever the number of processes it is split over.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from . import files, toy2d
+from .download import (AMAT_REMOTES, BINARIZED_MNIST_CONTENT_MD5, download, find_or_download,
+                       resolve_data_dir)
+
+IMAGE_SETS = ("mnist", "fashion-mnist", "binarized-mnist", "frey-faces", "digits", "cifar10", "npz", "image-folder")
+NAMES = IMAGE_SETS + toy2d.NAMES
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (stable across runs and platforms)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+def generator(*parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_seed(*parts))
+
+
+@dataclass
+class Split:
+    """One split. ``values``: (N, *shape) uint8 or float32; pixel = values / ``max_value``."""
+
+    values: torch.Tensor
+    max_value: float = 255.0
+    labels: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def get(self, idx=None) -> torch.Tensor:
+        v = self.values if idx is None else self.values[idx]
+        return v.float() / self.max_value if self.max_value != 1.0 else v.float()
+
+    def head(self, n: Optional[int]) -> "Split":
+        if n is None or n >= len(self):
+            return self
+        return Split(self.values[:n], self.max_value, None if self.labels is None else self.labels[:n])
+
+
+@dataclass
+class Dataset:
+    """A data set: splits, its kind and how training batches are made.
+
+    kind: 'binary' (values in {0, 1}), '8bit' (k/255), or 'continuous' (any value in the range).
+    ``dynamic_binarize``: training batches are re-binarised with ``bernoulli(x)`` every batch
+    (valid and test were binarised once, with a fixed seed, when loaded).
+    """
+
+    name: str
+    kind: str
+    train: Split
+    valid: Split
+    test: Split
+    dynamic_binarize: bool = False
+    symmetric: bool = False
+    sampler: Optional[Callable[[int, torch.Generator], torch.Tensor]] = field(default=None, repr=False)
+    epoch_size: int = 1000
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.train.values.shape[1:])
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return (-1.0, 1.0) if self.symmetric else (0.0, 1.0)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] -> the model's range."""
+        return x * 2.0 - 1.0 if self.symmetric else x
+
+    def unscale(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's range -> [0, 1] (for pictures)."""
+        return (x + 1.0) / 2.0 if self.symmetric else x
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[torch.Tensor]:
+        s = getattr(self, split)
+        for i in range(0, len(s), batch_size):
+            yield self.scale(s.get(slice(i, i + batch_size)))
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        if self.sampler is not None:
+            return self.epoch_size
+        return max(1, len(self.train) // batch_size)
+
+    def train_batches(self, seed: int, epoch: int, batch_size: int, start: int = 0,
+                      rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
+        """Batches ``start..`` of ``epoch`` (global size ``batch_size``); process ``rank`` gets its part."""
+        if self.sampler is None:
+            perm = torch.randperm(len(self.train), generator=generator(seed, epoch, 0))
+            n = min(batch_size, len(self.train))
+        for i in range(start, self.steps_per_epoch(batch_size)):
+            if self.sampler is not None:
+                x = self.sampler(batch_size, generator(seed, epoch, i, 2))
+            else:
+                x = self.train.get(perm[i * n:(i + 1) * n])
+                if self.dynamic_binarize:
+                    x = (torch.rand(x.shape, generator=generator(seed, epoch, i, 1)) < x).float()
+                x = self.scale(x)
+            yield x.chunk(world)[rank] if world > 1 else x
+
+
+# --------------------------------------------------------------------------------- construction
+def _images(arr: np.ndarray) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) numpy -> (N, C, H, W) tensor, dtype kept."""
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2).contiguous()
+
+
+def _binarize_once(split: Split, seed: int) -> Split:
+    x = split.get()
+    b = (torch.rand(x.shape, generator=generator(seed, 7)) < x).to(torch.uint8)
+    return Split(b, 1.0, split.labels)
+
+
+def _split_off(values: torch.Tensor, labels, n_valid: int, seed: Optional[int]):
+    """Hold out n_valid examples: the last ones (seed None) or a seeded random choice."""
+    n = values.shape[0]
+    order = torch.arange(n) if seed is None else torch.randperm(n, generator=generator(seed, 11))
+    tr, va = order[: n - n_valid], order[n - n_valid:]
+    pick = (lambda t, i: None if t is None else t[i])
+    return (values[tr], pick(labels, tr)), (values[va], pick(labels, va))
+
+
+def _valid_count(n: int, valid_size: float, where: str) -> int:
+    k = int(round(valid_size * n)) if valid_size < 1 else int(valid_size)
+    if not 0 <= k < n:
+        raise UserError(f"{where}: data.valid_size = {valid_size} leaves no training examples out of {n}")
+    return k
+
+
+def _mnist_like(folder: str, data_dir: Path) -> tuple[dict, Path]:
+    get = lambda n: files.read_idx(find_or_download(data_dir, folder, n))
+    out = {"train": get("train-images-idx3-ubyte.gz"), "train_labels": get("train-labels-idx1-ubyte.gz"),
+           "test": get("t10k-images-idx3-ubyte.gz"), "test_labels": get("t10k-labels-idx1-ubyte.gz")}
+    for s in ("train", "test"):
+        if out[s].ndim != 3 or out[s].shape[0] != out[f"{s}_labels"].shape[0]:
+            raise UserError(f"{data_dir / folder}: {s} images {out[s].shape} and labels "
+                            f"{out[f'{s}_labels'].shape} do not match")
+    return out, data_dir / folder
+
+
+def _binarized_mnist(data_dir: Path) -> dict:
+    folder = data_dir / "binarized-mnist"
+    npz = folder / "binarized_mnist.npz"
+    if npz.is_file():
+        arrs = files.read_npz(npz)
+        missing = [k for k in ("train", "valid", "test") if k not in arrs]
+        if missing:
+            raise UserError(f"{npz}: missing arrays {missing}; expected train, valid and test")
+        return {k: arrs[k].reshape(-1, 28, 28).astype(np.uint8) for k in ("train", "valid", "test")}
+    out = {}
+    for split, url in AMAT_REMOTES.items():
+        path = folder / f"binarized_mnist_{split}.amat"
+        if not path.is_file():
+            if os.environ.get("MIXVAE_OFFLINE"):
+                raise UserError(f"data file {path.name} is missing; looked for {npz} and {path}")
+            download(url, path)
+        arr = files.read_amat(path)
+        if hashlib.md5(arr.tobytes()).hexdigest() != BINARIZED_MNIST_CONTENT_MD5[split]:
+            raise UserError(f"{path}: contents differ from the canonical static binarised MNIST {split} split")
+        out[split] = arr.reshape(-1, 28, 28)
+    return out
+
+
+def _cifar10(data_dir: Path, size, channels) -> dict:
+    for rel in ("cifar10/cifar-10-python.tar.gz", "cifar-10-python.tar.gz"):
+        if (data_dir / rel).is_file():
+            return files.read_cifar_python(data_dir / rel)
+    for rel in ("cifar10-jpeg.tar.gz", "cifar10/cifar10-jpeg.tar.gz"):
+        if (data_dir / rel).is_file():
+            return files.read_image_tree(files.image_entries_from_tar(data_dir / rel), str(data_dir / rel), size, channels)
+    for rel in ("cifar10-jpeg", "cifar10/train"):
+        p = data_dir / rel
+        if p.is_dir():
+            root = p.parent if p.name == "train" else p
+            return files.read_image_tree(files.image_entries_from_dir(root), str(root), size, channels)
+    return files.read_cifar_python(find_or_download(data_dir, "cifar10", "cifar-10-python.tar.gz"))
+
+
+def _check_arrays(arrs: dict, where: str) -> dict:
+    """Validate a user's arrays: shapes, finiteness, range, labels."""
+    if "train" not in arrs or "test" not in arrs:
+        raise UserError(f"{where}: expected arrays 'train' and 'test' (and optionally 'valid', '*_labels'); found {sorted(arrs)}")
+    shape = None
+    for s in ("train", "valid", "test"):
+        if s not in arrs:
+            continue
+        a = arrs[s]
+        if a.ndim not in (2, 3, 4) or (a.ndim == 4 and a.shape[-1] not in (1, 3)) or a.shape[0] == 0:
+            raise UserError(f"{where}: array '{s}' has shape {a.shape}; expected N x H x W, N x H x W x C "
+                            "(C = 1 or 3) or N x D with N > 0")
+        if shape is not None and a.shape[1:] != shape:
+            raise UserError(f"{where}: array '{s}' has examples of shape {a.shape[1:]} but 'train' has {shape}")
+        shape = a.shape[1:]
+        if a.dtype == np.uint8:
+            pass
+        elif np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.bool_):
+            if not np.isfinite(a).all():
+                raise UserError(f"{where}: array '{s}' contains NaN or infinite values")
+            if a.size and (a.min() < 0 or a.max() > 1):
+                raise UserError(f"{where}: array '{s}' has values in [{a.min():.3g}, {a.max():.3g}]; expected uint8 or floats in [0, 1]")
+        else:
+            raise UserError(f"{where}: array '{s}' has dtype {a.dtype}; expected uint8 or float in [0, 1]")
+        lab = arrs.get(f"{s}_labels")
+        if lab is not None and (lab.ndim != 1 or lab.shape[0] != a.shape[0]):
+            raise UserError(f"{where}: '{s}_labels' has shape {lab.shape} but '{s}' has {a.shape[0]} examples")
+    return arrs
+
+
+def _to_split(a: np.ndarray, labels) -> Split:
+    lab = None if labels is None else torch.from_numpy(np.asarray(labels).astype(np.int64))
+    if a.dtype == np.uint8:
+        binary = a.max(initial=0) <= 1
+        t = _images(a) if a.ndim >= 3 else torch.from_numpy(np.ascontiguousarray(a))
+        return Split(t, 1.0 if binary else 255.0, lab)
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    t = (t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2).contiguous()) if t.dim() >= 3 else t
+    return Split(t, 1.0, lab)
+
+
+def _kind(split: Split) -> str:
+    v = split.values
+    if v.dtype == torch.uint8:
+        return "binary" if split.max_value == 1.0 else "8bit"
+    return "binary" if bool(((v == 0) | (v == 1)).all()) else "continuous"
+
+
+def load_dataset(name: str, *, path: Optional[str] = None, data_dir=None, binarize: str = "auto",
+                 image_size: Optional[int] = None, channels: Optional[int] = None, scale: str = "unit",
+                 valid_size: float = 0.1, split_seed: int = 0, train_subset: Optional[int] = None,
+                 test_subset: Optional[int] = None, epoch_size: int = 1000) -> Dataset:
+    """Load a data set by name (see :data:`NAMES`); the keyword arguments mirror ``DataConfig``."""
+    if name not in NAMES:
+        raise UserError(f"data.name = {name!r} is not a known data set; expected one of: {', '.join(NAMES)}")
+    if name in toy2d.NAMES:
+        return _toy(name, split_seed, train_subset, test_subset, epoch_size)
+    root = resolve_data_dir(data_dir)
+    held_out_last = False   # MNIST: validation = the last 10k of the 60k training images
+    where = name
+    if name in ("mnist", "fashion-mnist"):
+        arrs, where = _mnist_like(name, root)
+        held_out_last, valid_size = True, 10_000
+    elif name == "binarized-mnist":
+        arrs = _binarized_mnist(root)
+    elif name == "frey-faces":
+        imgs = files.read_frey_faces(find_or_download(root, "frey-faces", "freyfaces.pkl"))
+        order = torch.randperm(len(imgs), generator=generator(split_seed, 13)).numpy()
+        imgs = imgs[order]
+        arrs = {"test": imgs[-200:], "valid": imgs[-400:-200], "train": imgs[:-400]}
+    elif name == "digits":
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        order = torch.randperm(len(d.images), generator=generator(split_seed, 17)).numpy()
+        imgs, labels = (d.images[order] / 16.0).astype(np.float32), d.target[order]
+        arrs = {"test": imgs[-300:], "test_labels": labels[-300:], "train": imgs[:-300], "train_labels": labels[:-300]}
+    elif name == "cifar10":
+        arrs = _cifar10(root, image_size, channels)
+        where = str(root / "cifar10")
+    else:
+        if not path:
+            raise UserError(f"data.name = {name!r} needs data.path (a {'.npz file' if name == 'npz' else 'folder or .tar archive'})")
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise UserError(f"data.path = {path!r} does not exist")
+        where = str(p)
+        if name == "npz":
+            arrs = files.read_npz(p)
+        else:
+            entries = files.image_entries_from_dir(p) if p.is_dir() else files.image_entries_from_tar(p)
+            arrs = files.read_image_tree(entries, str(p), image_size, channels)
+            if "all" in arrs:
+                arrs["train"], arrs["train_labels"] = arrs.pop("all"), arrs.pop("all_labels")
+            if "test" not in arrs:   # no split folders: hold out a seeded test part as well
+                (tr, trl), (te, tel) = _split_off(torch.from_numpy(arrs["train"]), torch.from_numpy(arrs["train_labels"]),
+                                                  _valid_count(len(arrs["train"]), valid_size, where), split_seed + 1)
+                arrs.update(train=tr.numpy(), train_labels=trl.numpy(), test=te.numpy(), test_labels=tel.numpy())
+    _check_arrays(arrs, where)
+    train = _to_split(arrs["train"], arrs.get("train_labels"))
+    test = _to_split(arrs["test"], arrs.get("test_labels"))
+    if "valid" in arrs:
+        valid = _to_split(arrs["valid"], arrs.get("valid_labels"))
+    else:
+        k = _valid_count(len(train), valid_size, where)
+        (tv, tl), (vv, vl) = _split_off(train.values, train.labels, k, None if held_out_last else split_seed)
+        train, valid = Split(tv, train.max_value, tl), Split(vv, train.max_value, vl)
+    if image_size is not None and train.values.dim() == 4 and train.values.shape[-1] != image_size:
+        train, valid, test = (_resize(s, image_size) for s in (train, valid, test))
+    kind = _kind(train)
+    dynamic = binarize == "dynamic" or (binarize == "auto" and name == "mnist")
+    if dynamic:
+        valid, test = _binarize_once(valid, split_seed), _binarize_once(test, split_seed + 1)
+        kind = "binary"
+    train, test = train.head(train_subset), test.head(test_subset)
+    return Dataset(name, kind, train, valid, test, dynamic_binarize=dynamic, symmetric=(scale == "symmetric"))
+
+
+def _resize(split: Split, size: int) -> Split:
+    """Bilinear (antialiased) resize of an image split, keeping its storage type."""
+    x = torch.nn.functional.interpolate(split.get(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if split.values.dtype == torch.uint8:
+        return Split((x.clamp(0, 1) * split.max_value).round().to(torch.uint8), split.max_value, split.labels)
+    return Split(x, 1.0, split.labels)
+
+
+def _toy(name: str, seed: int, n_train, n_test, epoch_size: int) -> Dataset:
+    """2D samplers: fresh samples every batch; fixed valid/test sets of 5000 points."""
+    sample = toy2d.SAMPLERS[name]
+    mk = lambda n, k: Split(sample(n, generator(seed, k)), 1.0)
+    return Dataset(name, "continuous", mk(n_train or 5000, 21), mk(5000, 22), mk(n_test or 5000, 23),
+                   sampler=sample, epoch_size=epoch_size)

@@ -1,0 +1,88 @@
+"""The one place that turns a :class:`Config` into data, a model and an objective."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+
+from .config import Config
+from .data import Dataset, load_dataset
+from .errors import UserError
+from .models import HVAE, VAE, LatentVariableModel, LikelihoodHead
+from .nets import vamp
+from .priors import VAMPPRIOR_INIT, MoGPrior, Prior, StandardNormalPrior, VampPrior
+
+
+def build_data(cfg: Config, data_dir=None) -> Dataset:
+    return load_dataset(data_dir=data_dir, **asdict(cfg.data))
+
+
+def likelihood_kind(cfg: Config, data: Dataset) -> str:
+    """'auto' -> Bernoulli for binary data, discretised logistic for 8-bit, Gaussian otherwise;
+    the introspective and adversarial objectives use squared / absolute error (Gaussian mean)."""
+    kind = cfg.model.likelihood
+    if kind != "auto":
+        return kind
+    if cfg.train.objective in ("sintro", "gamix") or not data.is_image:
+        return "gaussian"
+    return {"binary": "bernoulli", "8bit": "logistic"}.get(data.kind, "gaussian")
+
+
+def build_prior(cfg: Config, data: Dataset, latent_dim: int) -> Prior:
+    p = cfg.model.prior
+    if p.kind == "standard":
+        return StandardNormalPrior(latent_dim)
+    if p.kind == "mog":
+        return MoGPrior(latent_dim, p.components, p.learn_weights, p.mog_init_std)
+    if p.kind == "vampprior":
+        mean, std = p.pseudo_init or VAMPPRIOR_INIT.get(cfg.data.name, (0.5, 0.05))
+        if data.symmetric:
+            mean = 2 * mean - 1
+        return VampPrior(latent_dim, p.components, data.shape, mean, std, data.value_range, p.learn_weights,
+                         trainable=p.pseudo_trainable)
+    # vampprior-data: K training examples (a seeded choice) as pseudo-inputs
+    if p.components > len(data.train):
+        raise UserError(f"model.prior.components = {p.components} exceeds the {len(data.train)} training examples "
+                        "available for vampprior-data")
+    idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[: p.components]
+    images = data.scale(data.train.get(idx))
+    return VampPrior(latent_dim, p.components, data.shape, data_range=data.value_range, learn_weights=p.learn_weights,
+                     init_images=images, init_noise=p.pseudo_noise, trainable=p.pseudo_trainable)
+
+
+def build_model(cfg: Config, data: Dataset) -> LatentVariableModel:
+    m = cfg.model
+    head = LikelihoodHead(likelihood_kind(cfg, data), event_dims=len(data.shape), gaussian_logvar=m.gaussian_logvar)
+    ppp = head.params_per_pixel
+    if m.arch in ("convhvae",) and not data.is_image:
+        raise UserError(f"model.arch = {m.arch!r} needs image data; data.name = {cfg.data.name!r} has shape {data.shape}")
+    prior = build_prior(cfg, data, m.latent_dim)
+    if m.arch == "vae":
+        return VAE(vamp.Encoder(data.shape, m.latent_dim, m.hidden), vamp.Decoder(data.shape, m.latent_dim, m.hidden, ppp),
+                   prior, head, data.shape)
+    if m.arch in ("hvae", "convhvae"):
+        conv, h = m.arch == "convhvae", m.hidden[-1]
+        return HVAE(vamp.Encoder(data.shape, m.latent_dim, m.hidden, conv=conv),
+                    vamp.ConditionalEncoder(data.shape, m.lower_latent_dim, m.latent_dim, h, conv=conv),
+                    vamp.ConditionalPrior(m.lower_latent_dim, m.latent_dim, h),
+                    vamp.HierarchicalDecoder(data.shape, m.lower_latent_dim, m.latent_dim, h, ppp, conv=conv),
+                    prior, head, data.shape)
+    raise UserError(f"model.arch = {m.arch!r} is not available yet")
+
+
+def build_objective(cfg: Config, model: LatentVariableModel):
+    from .objectives.elbo import ELBO
+    if cfg.train.objective == "elbo":
+        return ELBO(model, analytic_kl=cfg.elbo.analytic_kl)
+    raise UserError(f"train.objective = {cfg.train.objective!r} is not available yet")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device = {name!r} but this machine has no CUDA device; use 'cpu' or 'auto'")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"train.device = {name!r} is not a device; expected cpu, cuda, cuda:N or auto") from None

@@ -1,0 +1,1 @@
+"""Evaluation metrics: they read models and data, never the training loop."""

@@ -1,0 +1,69 @@
+"""Latent-variable models: encoder + decoder + prior + likelihood, with one interface.
+
+Every model offers
+- ``encode(x) -> DiagonalGaussian`` over its top latent (the one the prior sits on), (N, D);
+- ``decode(z) -> Distribution`` p(x|z) for top latents z (..., D);
+- ``log_weights(x, num_samples) -> (log_px, kl)`` of shape (S, N): log p(x|z) and the single-sample
+  estimate log q(z|x) - log p(z) for z ~ q(z|x) (all levels), so the ELBO is ``log_px - kl`` and
+  the importance weights are their difference;
+- ``sample(n)`` and ``reconstruct(x)``: images (the likelihood's mean), (n, *data_shape).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn as nn
+from torch.distributions import Distribution
+
+from ..distributions import DiagonalGaussian
+from ..priors import Prior, VampPrior
+from .likelihood import LikelihoodHead
+
+
+class LatentVariableModel(nn.Module, ABC):
+    def __init__(self, data_shape: tuple[int, ...], prior: Prior, likelihood: LikelihoodHead):
+        super().__init__()
+        self.data_shape = tuple(data_shape)
+        self.likelihood = likelihood
+        self.set_prior(prior)
+
+    def set_prior(self, prior: Prior) -> None:
+        """Install a prior (e.g. after converting a VampPrior to a MoG); binds VampPriors to the encoder."""
+        self.prior = prior
+        if isinstance(prior, VampPrior):
+            prior.attach_encoder(self.encode)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.prior.latent_dim
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """q(z|x) over the top latent, parameters (N, D)."""
+
+    @abstractmethod
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p(x|z) for top latents z (..., D)."""
+
+    @abstractmethod
+    def log_weights(self, x, num_samples: int = 1, prior: Distribution | None = None,
+                    analytic_kl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(x|z), log q(z|x) - log p(z)) for z ~ q(z|x), each (S, N).
+
+        ``prior`` is the prior distribution if the caller already computed it this step.
+        ``analytic_kl`` uses the closed-form KL where one exists (standard normal prior).
+        """
+
+    @torch.no_grad()
+    def latent_means(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Posterior means of every latent level, name -> (N, D) (for active units)."""
+        return {"z": self.encode(x).mu}
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        return self.decode(self.prior.sample(n)).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x).mu).mean

@@ -1,0 +1,62 @@
+"""Two-level hierarchical VAE of the VampPrior paper (z2 on top carries the prior).
+
+q(z1, z2 | x) = q(z2|x) q(z1|x, z2);  p(x, z1, z2) = p(x|z1, z2) p(z1|z2) p(z2).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.distributions import Distribution
+
+from ..distributions import DiagonalGaussian
+from ..priors import Prior
+from .base import LatentVariableModel
+from .likelihood import LikelihoodHead
+
+
+class HVAE(LatentVariableModel):
+    """Networks: ``encoder2`` x -> q(z2|x); ``encoder1`` (x, z2) -> q(z1|x,z2);
+    ``prior1`` z2 -> p(z1|z2); ``decoder`` (z1, z2) -> raw likelihood parameters."""
+
+    def __init__(self, encoder2: nn.Module, encoder1: nn.Module, prior1: nn.Module, decoder: nn.Module,
+                 prior: Prior, likelihood: LikelihoodHead, data_shape: tuple[int, ...]):
+        super().__init__(data_shape, prior, likelihood)
+        self.encoder2, self.encoder1, self.prior1, self.decoder = encoder2, encoder1, prior1, decoder
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        return DiagonalGaussian(*self.encoder2(x))
+
+    def encode_lower(self, x: torch.Tensor, z2: torch.Tensor) -> DiagonalGaussian:
+        return DiagonalGaussian(*self.encoder1(x, z2))
+
+    def decode(self, z2: torch.Tensor, sample_z1: bool = False) -> Distribution:
+        """p(x|z1, z2) with z1 the mean of p(z1|z2) (or a sample of it)."""
+        p1 = DiagonalGaussian(*self.prior1(z2))
+        z1 = p1.sample() if sample_z1 else p1.mu
+        return self.likelihood(self.decoder(z1, z2))
+
+    def log_weights(self, x, num_samples=1, prior=None, analytic_kl=False):
+        q2 = self.encode(x)
+        z2 = q2.rsample((num_samples,))                    # (S, N, D2)
+        q1 = self.encode_lower(x, z2)
+        z1 = q1.rsample()                                  # (S, N, D1)
+        p1 = DiagonalGaussian(*self.prior1(z2))
+        log_px = self.likelihood(self.decoder(z1, z2)).log_prob(x)
+        p2 = self.prior() if prior is None else prior
+        kl = q1.log_prob(z1) - p1.log_prob(z1) + q2.log_prob(z2) - p2.log_prob(z2)
+        return log_px, kl
+
+    @torch.no_grad()
+    def latent_means(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mu2 = self.encode(x).mu
+        return {"z2": mu2, "z1": self.encode_lower(x, mu2).mu}
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        return self.decode(self.prior.sample(n), sample_z1=True).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        mu2 = self.encode(x).mu
+        mu1 = self.encode_lower(x, mu2).mu
+        return self.likelihood(self.decoder(mu1, mu2)).mean

@@ -1,0 +1,50 @@
+"""Turn a decoder's raw output (..., P, *event) into a likelihood distribution p(x|z)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.distributions import Distribution
+
+from ..distributions import BernoulliLikelihood, DiscretizedLogistic, GaussianLikelihood
+
+# Raw parameters per pixel that each likelihood needs from the decoder.
+PARAMS_PER_PIXEL = {"bernoulli": 1, "logistic": 2, "gaussian": 1, "gaussian-learned": 2}
+
+
+class LikelihoodHead(nn.Module):
+    """Maps raw decoder output to a distribution over data of shape ``event_shape``.
+
+    - ``bernoulli``: raw = logits (binary data).
+    - ``logistic``: 256-bin discretised logistic (8-bit data); mean = sigmoid(raw0),
+      log-scale = hardtanh(raw1, -4.5, 0).
+    - ``gaussian``: mean = raw0 (no squashing), fixed log-variance ``gaussian_logvar``.
+    - ``gaussian-learned``: mean = raw0, per-pixel log-variance hardtanh(raw1, -9, 2).
+    """
+
+    def __init__(self, kind: str, event_dims: int, gaussian_logvar: float = 0.0):
+        super().__init__()
+        if kind not in PARAMS_PER_PIXEL:
+            raise ValueError(f"unknown likelihood {kind!r}")
+        self.kind, self.event_dims, self.gaussian_logvar = kind, event_dims, float(gaussian_logvar)
+
+    @property
+    def params_per_pixel(self) -> int:
+        return PARAMS_PER_PIXEL[self.kind]
+
+    @property
+    def is_discrete_8bit(self) -> bool:
+        return self.kind == "logistic"
+
+    def forward(self, raw: torch.Tensor) -> Distribution:
+        p = raw.dim() - self.event_dims - 1   # index of the parameter axis
+        if self.kind == "bernoulli":
+            return BernoulliLikelihood(raw.select(p, 0), self.event_dims)
+        if self.kind == "logistic":
+            mean, log_scale = raw.unbind(p)
+            return DiscretizedLogistic(torch.sigmoid(mean), F.hardtanh(log_scale, -4.5, 0.0), self.event_dims)
+        if self.kind == "gaussian":
+            mean = raw.select(p, 0)
+            return GaussianLikelihood(mean, mean.new_tensor(self.gaussian_logvar).expand_as(mean), self.event_dims)
+        mean, logvar = raw.unbind(p)
+        return GaussianLikelihood(mean, F.hardtanh(logvar, -9.0, 2.0), self.event_dims)

@@ -1,0 +1,1 @@
+"""Neural networks: tensors in, tensors out. Models wrap their outputs into distributions."""

@@ -1,0 +1,80 @@
+"""The contract between the one training loop and every method.
+
+An objective names its players (groups of parameters, one optimizer each, built by the loop)
+and performs one training step on a batch, calling ``zero_grad`` / ``backward`` / ``step`` on
+the optimizers the loop hands it. It returns plain floats to log. The loop knows nothing else
+about the method.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..models import LatentVariableModel
+
+
+@dataclass
+class StepContext:
+    """What the loop tells an objective about the current step."""
+
+    step: int                 # global step index, 0-based
+    epoch: int                # 0-based
+    steps_per_epoch: int
+    warmup: float             # fraction of the warm-up completed at this step, in (0, 1]; 1 = none left
+    optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    # Re-create a player's optimizer for new parameters (e.g. after replacing the prior).
+    reset_player: Callable[[str], None] = lambda name: None
+
+    @property
+    def in_warmup(self) -> bool:
+        return self.warmup < 1.0
+
+
+class Objective(ABC):
+    """Base class. ``model`` is any :class:`LatentVariableModel` (plus extra networks if needed)."""
+
+    def __init__(self, model: LatentVariableModel):
+        self.model = model
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every module whose weights are saved in a checkpoint (default: the model)."""
+        return {"model": self.model}
+
+    @abstractmethod
+    def players(self) -> dict[str, list[nn.Parameter]]:
+        """name -> parameters that the player's optimizer updates."""
+
+    def player_lr(self, name: str) -> float | None:
+        """Learning rate of a player, or None for train.lr."""
+        return None
+
+    @abstractmethod
+    def step(self, x: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+        """One training step on batch x; returns named scalars to log."""
+
+    @torch.no_grad()
+    def validation_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-example loss for early stopping and 'best' checkpoints (lower is better): -ELBO."""
+        log_px, kl = self.model.log_weights(x, 1)
+        return -(log_px - kl)[0]
+
+    def state_dict(self) -> dict:
+        """Objective state beyond module weights (must be tensors / plain containers)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def trainable(params) -> list[nn.Parameter]:
+    """Unique parameters that require gradients, in order."""
+    seen, out = set(), []
+    for p in params:
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out

@@ -1,0 +1,188 @@
+"""Priors p(z): standard normal, mixture of Gaussians, VampPrior (learned or data pseudo-inputs).
+
+A prior is an ``nn.Module`` that holds parameters; calling it returns a torch Distribution
+(:class:`DiagonalGaussian` for the standard prior, :class:`DiagonalGaussianMixture` for every
+mixture). Objectives that evaluate the prior several times in one step call it once and reuse
+the distribution, so a VampPrior encodes its pseudo-inputs once per step.
+
+Every prior offers ``log_prob(z)``, ``sample(n)``, ``rsample(n)``; mixtures add ``weights`` and
+``responsibilities(z)``. z has shape (..., D).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .distributions import DiagonalGaussian, DiagonalGaussianMixture, standard_normal
+
+
+class Prior(nn.Module):
+    """Base class. Subclasses implement ``forward() -> Distribution``."""
+
+    is_mixture = False
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return self().log_prob(z)
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self().sample((n,))
+
+    def rsample(self, n: int) -> torch.Tensor:
+        return self().rsample((n,))
+
+    @property
+    def _device(self) -> torch.device:
+        for t in list(self.parameters()) + list(self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+
+class StandardNormalPrior(Prior):
+    """p(z) = N(0, I)."""
+
+    def forward(self) -> DiagonalGaussian:
+        return standard_normal(self.latent_dim, device=self._device)
+
+
+class MixturePrior(Prior):
+    """Shared behaviour of mixtures: weights, responsibilities, inactive modes."""
+
+    is_mixture = True
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return self().weights
+
+    def responsibilities(self, z: torch.Tensor) -> torch.Tensor:
+        """softmax_k(log w_k + log N(z; m_k, v_k)), shape (..., K)."""
+        return self().responsibilities(z)
+
+
+class MoGPrior(MixturePrior):
+    """p(z) = sum_k softmax(a)_k N(z; m_k, diag(exp(l_k))) with learnable m, l and optionally a.
+
+    Optional adaptive variance clipping (Athanasiadis et al. 2025) keeps each l_kd softly inside
+    the per-dimension range [lo_d, hi_d] stored by :meth:`start_variance_clipping`.
+    """
+
+    def __init__(self, latent_dim: int, components: int, learn_weights: bool = True,
+                 init_mean_std: float = 1.0, init_logvar: float = 0.0):
+        super().__init__(latent_dim)
+        self.means = nn.Parameter(init_mean_std * torch.randn(components, latent_dim))
+        self.logvars = nn.Parameter(torch.full((components, latent_dim), float(init_logvar)))
+        self.logits = nn.Parameter(torch.zeros(components), requires_grad=learn_weights)
+        self.register_buffer("clip_lo", torch.zeros(latent_dim))
+        self.register_buffer("clip_hi", torch.zeros(latent_dim))
+        self.register_buffer("clip_on", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def num_components(self) -> int:
+        return self.means.shape[0]
+
+    @classmethod
+    def from_mixture(cls, mix: DiagonalGaussianMixture, learn_weights: bool = True) -> "MoGPrior":
+        """A MoG initialised with a mixture's components (e.g. a VampPrior converted to a MoG)."""
+        prior = cls(mix.means.shape[-1], mix.num_components, learn_weights)
+        with torch.no_grad():
+            prior.means.copy_(mix.means.detach())
+            prior.logvars.copy_(mix.logvars.detach())
+            prior.logits.copy_(mix.log_weights.detach())
+        return prior.to(mix.means.device)
+
+    @torch.no_grad()
+    def start_variance_clipping(self) -> None:
+        """Store lo_d = min_k l_kd and hi_d = max_k l_kd and clip from now on."""
+        self.clip_lo.copy_(self.logvars.min(dim=0).values)
+        self.clip_hi.copy_(self.logvars.max(dim=0).values)
+        self.clip_on.fill_(True)
+
+    def effective_logvars(self) -> torch.Tensor:
+        if not bool(self.clip_on):
+            return self.logvars
+        return soft_clip(self.logvars, self.clip_lo, self.clip_hi)
+
+    def forward(self) -> DiagonalGaussianMixture:
+        return DiagonalGaussianMixture(self.logits, self.means, self.effective_logvars())
+
+
+def soft_clip(logvar: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Adaptive variance clipping: l - softplus_b(l - hi) + softplus_b(lo - l), per dimension.
+
+    softplus_b(x) = log(1 + exp(b x)) / b (linear once b x > 20), b = 10 / (|hi - lo| + 1e-8).
+    The identity well inside [lo, hi], a smooth approach to the bounds outside it; where
+    hi == lo the result is hi.
+    """
+    width = (hi - lo).abs()
+    b = 10.0 / (width + 1e-8)
+    out = logvar - F.softplus(b * (logvar - hi)) / b + F.softplus(b * (lo - logvar)) / b
+    return torch.where(width > 0, out, hi.expand_as(out))
+
+
+class VampPrior(MixturePrior):
+    """p(z) = sum_k w_k q(z | u_k): the encoder's posteriors at K learnable pseudo-inputs u_k.
+
+    The pseudo-inputs are a (K, *data_shape) parameter passed through ``hardtanh`` to the data
+    range. (The authors write them as a bias-free linear layer applied to the K x K identity;
+    its weight matrix is exactly this parameter, with the same gradients.) Weights are uniform
+    unless ``learn_weights``. The encoder is attached by the model with :meth:`attach_encoder`;
+    it is not a sub-module here, so its parameters are owned (and saved) once, by the model.
+    """
+
+    def __init__(self, latent_dim: int, components: int, data_shape: tuple[int, ...],
+                 init_mean: float = 0.05, init_std: float = 0.01,
+                 data_range: tuple[float, float] = (0.0, 1.0), learn_weights: bool = False,
+                 init_images: torch.Tensor | None = None, init_noise: float = 0.0,
+                 trainable: bool = True):
+        super().__init__(latent_dim)
+        if init_images is not None:
+            u = init_images.detach().float().reshape(components, *data_shape).clone()
+            u = u + init_noise * torch.randn_like(u)
+        else:
+            u = init_mean + init_std * torch.randn(components, *data_shape)
+        self.pseudo_inputs_raw = nn.Parameter(u, requires_grad=trainable)
+        self.logits = nn.Parameter(torch.zeros(components), requires_grad=learn_weights)
+        self.data_range = tuple(float(v) for v in data_range)
+        self._encoder: list[Callable[[torch.Tensor], DiagonalGaussian]] = []
+
+    @property
+    def num_components(self) -> int:
+        return self.pseudo_inputs_raw.shape[0]
+
+    def attach_encoder(self, encode: Callable[[torch.Tensor], DiagonalGaussian]) -> None:
+        """``encode(u)`` maps pseudo-inputs (K, *data_shape) to q(z|u) with (K, D) parameters."""
+        self._encoder[:] = [encode]
+
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The pseudo-inputs in the data range, (K, *data_shape)."""
+        return F.hardtanh(self.pseudo_inputs_raw, *self.data_range)
+
+    def forward(self) -> DiagonalGaussianMixture:
+        if not self._encoder:
+            raise RuntimeError("VampPrior has no encoder: call attach_encoder first")
+        q = self._encoder[0](self.pseudo_inputs())
+        return DiagonalGaussianMixture(self.logits, q.mu, q.logvar)
+
+
+# Authors' per-data-set initialisation of the pseudo-input pixels, N(mean, std).
+VAMPPRIOR_INIT = {
+    "mnist": (0.05, 0.01), "binarized-mnist": (0.05, 0.01), "fashion-mnist": (0.05, 0.01),
+    "omniglot": (0.05, 0.01), "digits": (0.05, 0.01),
+    "frey-faces": (0.5, 0.02), "caltech": (0.5, 0.02),
+    "cifar10": (0.4, 0.05), "histopathology": (0.4, 0.05),
+}
+
+
+def count_inactive_modes(weights: torch.Tensor, usage: torch.Tensor | None = None) -> int:
+    """Modes with weight (or, if given, mean responsibility) below 1 / C^2."""
+    c = weights.shape[-1]
+    low = weights < 1.0 / c ** 2
+    if usage is not None:
+        low = low | (usage < 1.0 / c ** 2)
+    return int(low.sum())

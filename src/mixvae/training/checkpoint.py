@@ -1,0 +1,68 @@
+"""Checkpoints: atomic writes, loading without code execution, fallback to the previous good one.
+
+A write goes to a temporary file in the same folder, is flushed to disk, and replaces the old
+file by rename; the file it replaces is kept as ``<name>.prev.pt``. At any instant of a write
+(or a kill during it) a complete checkpoint exists. Loading uses ``torch.load(weights_only=True)``,
+which restores tensors and plain containers only and never runs code from the file.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+
+
+def _prev(path: Path) -> Path:
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, _prev(path))
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load(path: Path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError("not a mixvae checkpoint (expected a dictionary)")
+    return state
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load ``path``; if it is missing, truncated or corrupt, fall back to ``<name>.prev.pt``."""
+    errors = []
+    for candidate in (path, _prev(path)):
+        if not candidate.exists():
+            continue
+        try:
+            state = _load(candidate)
+        except Exception as e:  # corrupt, truncated, or holding objects weights_only refuses
+            errors.append(f"{candidate}: {str(e).splitlines()[0][:200]}")
+            continue
+        if errors:
+            print(f"mixvae: warning: {errors[0]}; using the previous checkpoint {candidate}", file=sys.stderr)
+        return state
+    if errors:
+        raise UserError(f"cannot load checkpoint {path}: " + "; ".join(errors))
+    raise UserError(f"checkpoint {path} does not exist")

@@ -1,0 +1,251 @@
+"""The one training loop: every method is an :class:`Objective` that this loop drives.
+
+It owns the schedule (epochs or steps, warm-up progress, learning-rate milestones), one optimizer
+per player, validation with early stopping, metrics in ``metrics.jsonl``, checkpoints
+(``latest`` and ``best``), exact resume, and the NaN policy. It knows nothing about a paper.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from tqdm import tqdm
+
+from ..config import Config
+from ..data import Dataset
+from ..objectives.base import Objective, StepContext
+from .checkpoint import load_checkpoint, save_checkpoint
+from .optim import make_optimizer
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite and the policy is to stop."""
+
+
+@dataclass
+class LoopState:
+    step: int = 0                  # steps completed
+    best_loss: float = math.inf    # best validation loss so far
+    best_step: int = -1
+    bad_evals: int = 0             # evaluations after warm-up without improvement
+    stop_reason: str = ""          # why training ended early ('' while it runs)
+    rollbacks: int = 0
+    seconds: float = 0.0           # training wall time accumulated over sessions
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl`` (rank 0 only)."""
+
+    def __init__(self, path: Optional[Path]):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records of steps after ``step`` (written after the checkpoint we resume from)."""
+        if self.path is None or not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+
+class Trainer:
+    def __init__(self, cfg: Config, objective: Objective, data: Dataset, run_dir: Optional[Path],
+                 device: torch.device = torch.device("cpu"), rank: int = 0, world: int = 1,
+                 after_eval: Optional[Callable[["Trainer"], None]] = None, progress: bool = True):
+        self.cfg, self.objective, self.data = cfg, objective, data
+        self.run_dir, self.device, self.rank, self.world = run_dir, device, rank, world
+        self.after_eval, self.progress = after_eval, progress
+        t = cfg.train
+        if t.batch_size % world:
+            raise ValueError(f"train.batch_size {t.batch_size} is not divisible by {world} processes")
+        self.steps_per_epoch = data.steps_per_epoch(t.batch_size)
+        self.total_steps = t.max_steps if t.max_steps is not None else t.epochs * self.steps_per_epoch
+        self.state = LoopState()
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        for name in objective.players():
+            self._build_player(name)
+        is_main = rank == 0 and run_dir is not None
+        self.log = MetricsLog(run_dir / "metrics.jsonl" if is_main else None)
+        self.ckpt_dir = run_dir / "checkpoints" if is_main else None
+
+    # ------------------------------------------------------------------ players and schedule
+    def _build_player(self, name: str) -> None:
+        t = self.cfg.train
+        params = self.objective.players()[name]
+        lr = self.objective.player_lr(name) or t.lr
+        opt = make_optimizer(t.optimizer, params, lr, t.betas)
+        if self.world > 1:
+            from .distributed import GradientAveraging
+            opt = GradientAveraging(opt)
+        self.optimizers[name] = opt
+        # milestones already passed (e.g. a player created mid-run) still count
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(t.lr_milestones), gamma=t.lr_gamma)
+        for _ in range(self.state.step if hasattr(self, "state") else 0):
+            sched.step()
+        self.schedulers[name] = sched
+
+    def warmup_progress(self, step: int, epoch: int) -> float:
+        """Fraction of the warm-up completed at ``step``: (step+1)/warmup_steps or (epoch+1)/warmup_epochs."""
+        t = self.cfg.train
+        if t.warmup_steps:
+            return min(1.0, (step + 1) / t.warmup_steps)
+        if t.warmup_epochs:
+            return min(1.0, (epoch + 1) / t.warmup_epochs)
+        return 1.0
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": "mixvae-checkpoint-1",
+            "modules": {k: m.state_dict() for k, m in self.objective.modules().items()},
+            "objective": self.objective.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "loop": asdict(self.state),
+            "rng": rng,
+        }
+
+    def save(self, name: str) -> None:
+        if self.ckpt_dir is not None:
+            save_checkpoint(self.checkpoint_state(), self.ckpt_dir / f"{name}.pt")
+
+    def restore(self, state: dict) -> None:
+        """Restore everything saved by :meth:`checkpoint_state` (modules first: the objective
+        state may change the model's structure, e.g. a converted prior)."""
+        self.objective.load_state_dict(state.get("objective", {}))
+        for k, m in self.objective.modules().items():
+            m.load_state_dict(state["modules"][k])
+        for name in self.objective.players():
+            self._build_player(name)
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        self.state = LoopState(**state["loop"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def resume(self) -> None:
+        """Continue from ``checkpoints/latest.pt`` of the run folder."""
+        path = self.run_dir / "checkpoints" / "latest.pt"
+        self.restore(load_checkpoint(path))
+        if self.rank == 0:
+            self.log.truncate_after(self.state.step)
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self) -> float:
+        self.objective.model.eval()
+        total, n = 0.0, 0
+        for x in self.data.eval_batches("valid", max(self.cfg.train.batch_size, 500)):
+            loss = self.objective.validation_loss(x.to(self.device))
+            total, n = total + loss.sum().item(), n + loss.numel()
+        self.objective.model.train()
+        return total / max(n, 1)
+
+    def _end_of_epoch(self, epoch: int) -> None:
+        t, s = self.cfg.train, self.state
+        if (epoch + 1) % t.eval_every == 0 or s.step >= self.total_steps:
+            loss = self.validate()
+            warm = self.warmup_progress(s.step - 1, epoch) >= 1.0
+            improved = loss < s.best_loss
+            if improved:
+                s.best_loss, s.best_step, s.bad_evals = loss, s.step, 0
+                self.save("best")
+            elif warm:
+                s.bad_evals += 1
+            self.log.write({"step": s.step, "epoch": epoch + 1, "split": "valid", "loss": loss,
+                            "best_loss": s.best_loss, "time": round(s.seconds, 2)})
+            if t.patience is not None and warm and s.bad_evals >= t.patience:
+                s.stop_reason = f"early stopping: no improvement in {t.patience} evaluations"
+            if self.after_eval is not None and self.rank == 0:
+                self.after_eval(self)
+        self.save("latest")
+
+    # ------------------------------------------------------------------ the loop
+    def _check_finite(self, metrics: dict, step: int) -> Optional[str]:
+        for k, v in metrics.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                return f"step {step}: loss term '{k}' is {v}"
+        return None
+
+    def _rollback(self, message: str) -> None:
+        """Reload the last good checkpoint and divide every learning rate by 10."""
+        path = self.run_dir / "checkpoints" / "latest.pt" if self.run_dir else None
+        if path is None or not path.exists():
+            raise TrainingDiverged(message + "; no checkpoint to roll back to")
+        rollbacks = self.state.rollbacks + 1
+        if rollbacks > 5:
+            raise TrainingDiverged(message + f"; still diverging after {rollbacks - 1} rollbacks")
+        self.restore(load_checkpoint(path))
+        self.state.rollbacks = rollbacks
+        for o in self.optimizers.values():
+            for g in o.param_groups:
+                g["lr"] *= 0.1 ** rollbacks
+        for s in self.schedulers.values():
+            s.base_lrs = [lr * 0.1 ** rollbacks for lr in s.base_lrs]
+        self.log.write({"step": self.state.step, "split": "event", "event": "rollback", "reason": message,
+                        "lr_factor": 0.1 ** rollbacks})
+
+    def fit(self) -> LoopState:
+        t, s = self.cfg.train, self.state
+        self.objective.model.train()
+        bar = tqdm(total=self.total_steps, initial=s.step, dynamic_ncols=True, leave=False,
+                   disable=True if (not self.progress or self.rank) else None)
+        running: dict[str, float] = {}
+        count, started = 0, time.perf_counter()
+        while s.step < self.total_steps and not s.stop_reason:
+            epoch, start = divmod(s.step, self.steps_per_epoch)
+            rolled_back = False
+            for x in self.data.train_batches(self.cfg.seed, epoch, t.batch_size, start, self.rank, self.world):
+                ctx = StepContext(step=s.step, epoch=epoch, steps_per_epoch=self.steps_per_epoch,
+                                  warmup=self.warmup_progress(s.step, epoch), optimizers=self.optimizers,
+                                  reset_player=self._build_player)
+                metrics = self.objective.step(x.to(self.device), ctx)
+                bad = self._check_finite(metrics, s.step)
+                if bad:
+                    if t.nan_policy == "stop":
+                        raise TrainingDiverged(bad + " (train.nan_policy = stop)")
+                    self._rollback(bad)
+                    rolled_back = True
+                    break  # continue from the restored step
+                for sch in self.schedulers.values():
+                    sch.step()
+                s.step += 1
+                for k, v in metrics.items():
+                    running[k] = running.get(k, 0.0) + float(v)
+                count += 1
+                now = time.perf_counter()
+                s.seconds, started = s.seconds + (now - started), now
+                if s.step % t.log_every == 0 or s.step == self.total_steps:
+                    avg = {k: v / count for k, v in running.items()}
+                    lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+                    self.log.write({"step": s.step, "epoch": epoch + 1, "split": "train", **avg,
+                                    "lr": lr, "time": round(s.seconds, 2)})
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(avg.items())[:4]})
+                    running, count = {}, 0
+                bar.update(1)
+                if s.step % t.checkpoint_every == 0:
+                    self.save("latest")
+                if s.step >= self.total_steps:
+                    break
+            if not rolled_back and (s.step % self.steps_per_epoch == 0 or s.step >= self.total_steps):
+                self._end_of_epoch(epoch)   # also when a budget in steps ends mid-epoch
+        bar.close()
+        self.save("latest")
+        return s

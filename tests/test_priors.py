@@ -1,0 +1,89 @@
+"""Priors: VampPrior against a naive average of posteriors, MoG, variance clipping."""
+import math
+
+import torch
+
+from mixvae.distributions import DiagonalGaussian
+from mixvae.nets.vamp import Encoder
+from mixvae.priors import MoGPrior, StandardNormalPrior, VampPrior, count_inactive_modes, soft_clip
+
+
+def test_vampprior_equals_naive_average_of_encoder_posteriors():
+    enc = Encoder((1, 4, 4), latent_dim=3, hidden=[8, 8])
+    encode = lambda u: DiagonalGaussian(*enc(u))
+    prior = VampPrior(3, components=5, data_shape=(1, 4, 4), init_mean=0.5, init_std=0.3)
+    prior.attach_encoder(encode)
+    z = torch.randn(7, 3)
+    u = prior.pseudo_inputs()
+    assert u.min() >= 0 and u.max() <= 1                 # hardtanh to the data range
+    naive = []
+    for n in range(7):
+        dens = [encode(u[k:k + 1]).log_prob(z[n:n + 1]).exp().item() for k in range(5)]
+        naive.append(math.log(sum(dens) / 5))
+    torch.testing.assert_close(prior.log_prob(z), torch.tensor(naive), rtol=1e-4, atol=1e-4)
+    # the prior changes with the encoder: its gradient reaches encoder weights and pseudo-inputs
+    prior.log_prob(z).sum().backward()
+    assert enc.head.linear.weight.grad.abs().sum() > 0
+    assert prior.pseudo_inputs_raw.grad.abs().sum() > 0
+
+
+def test_vampprior_data_initialisation_and_frozen_pseudo_inputs():
+    imgs = torch.rand(4, 1, 2, 2)
+    prior = VampPrior(2, 4, (1, 2, 2), init_images=imgs, trainable=False)
+    torch.testing.assert_close(prior.pseudo_inputs(), imgs)
+    assert not prior.pseudo_inputs_raw.requires_grad
+
+
+def test_standard_prior_is_unit_gaussian():
+    p = StandardNormalPrior(2)
+    z = torch.randn(5, 2)
+    torch.testing.assert_close(p.log_prob(z), -0.5 * (z ** 2).sum(-1) - math.log(2 * math.pi))
+    assert p.sample(3).shape == (3, 2)
+
+
+def test_mog_prior_weights_responsibilities_and_conversion():
+    p = MoGPrior(2, 5, learn_weights=True)
+    assert p.weights.shape == (5,) and torch.allclose(p.weights, torch.full((5,), 0.2))
+    r = p.responsibilities(torch.randn(9, 2))
+    torch.testing.assert_close(r.sum(-1), torch.ones(9))
+    q = MoGPrior.from_mixture(p())
+    z = torch.randn(6, 2)
+    torch.testing.assert_close(q.log_prob(z), p.log_prob(z))
+
+
+def test_variance_clipping_is_identity_inside_bounded_outside_and_smooth():
+    lo, hi = torch.tensor([-2.0]), torch.tensor([1.0])
+    b = 10.0 / 3.0
+    inside = torch.linspace(-1.9, 0.9, 200)[:, None]
+    dev = (soft_clip(inside, lo, hi) - inside).abs()
+    # softplus_b(-d) <= exp(-b d) / b: the deviation decays exponentially with the distance to the bounds
+    bound = (torch.exp(-b * (hi - inside)) + torch.exp(-b * (inside - lo))) / b
+    assert (dev <= bound + 1e-6).all()
+    middle = torch.linspace(-1.25, 0.25, 50)[:, None]     # at least a quarter of the range from either bound
+    assert (soft_clip(middle, lo, hi) - middle).abs().max() < 0.03 * 3.0
+    margin = math.log(2) * 3.0 / 10   # softplus_b(0) = log 2 / b, b = 10 / |hi - lo|
+    far = torch.linspace(-50, 50, 2001)[:, None].requires_grad_(True)
+    out = soft_clip(far, lo, hi)
+    assert out.min() >= lo - margin - 1e-6 and out.max() <= hi + margin + 1e-6
+    (g,) = torch.autograd.grad(out.sum(), far)
+    assert torch.isfinite(g).all() and (g >= -1e-6).all() and (g <= 1 + 1e-6).all()   # monotone
+    assert (g[1:] - g[:-1]).abs().max() < 0.2      # no jumps in the derivative: smooth
+    # hi == lo pins the value
+    torch.testing.assert_close(soft_clip(torch.tensor([[3.0]]), torch.tensor([0.5]), torch.tensor([0.5])), torch.tensor([[0.5]]))
+
+
+def test_mog_clipping_uses_stored_range():
+    p = MoGPrior(2, 3)
+    with torch.no_grad():
+        p.logvars.copy_(torch.tensor([[-1.0, 0.0], [0.0, 0.5], [1.0, 1.0]]))
+    p.start_variance_clipping()
+    torch.testing.assert_close(p.clip_lo, torch.tensor([-1.0, 0.0]))
+    with torch.no_grad():
+        p.logvars.fill_(10.0)
+    assert (p().logvars <= torch.tensor([1.0, 1.0]) + 0.1).all()
+
+
+def test_inactive_modes_threshold():
+    w = torch.tensor([0.5, 0.45, 0.04, 0.01])   # 1/C^2 = 0.0625
+    assert count_inactive_modes(w) == 2
+    assert count_inactive_modes(w, usage=torch.tensor([0.7, 0.01, 0.2, 0.09])) == 3
