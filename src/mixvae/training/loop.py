@@ -76,8 +76,11 @@ class Trainer:
         for name in objective.players():
             self._build_player(name)
         is_main = rank == 0 and run_dir is not None
+        if is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(run_dir / "metrics.jsonl" if is_main else None)
         self.ckpt_dir = run_dir / "checkpoints" if is_main else None
+        self._saved: dict[str, int] = {}   # checkpoint name -> step it was last written at
 
     # ------------------------------------------------------------------ players and schedule
     def _build_player(self, name: str) -> None:
@@ -89,10 +92,13 @@ class Trainer:
             from .distributed import GradientAveraging
             opt = GradientAveraging(opt)
         self.optimizers[name] = opt
-        # milestones already passed (e.g. a player created mid-run) still count
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(t.lr_milestones), gamma=t.lr_gamma)
-        for _ in range(self.state.step if hasattr(self, "state") else 0):
-            sched.step()
+        step = self.state.step if hasattr(self, "state") else 0
+        if step:  # a player created mid-run: milestones already passed still count
+            passed = sum(1 for m in t.lr_milestones if m <= step)
+            for g in opt.param_groups:
+                g["lr"] = g["initial_lr"] * t.lr_gamma ** passed
+            sched.last_epoch = step
         self.schedulers[name] = sched
 
     def warmup_progress(self, step: int, epoch: int) -> float:
@@ -120,8 +126,9 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
-        if self.ckpt_dir is not None:
+        if self.ckpt_dir is not None and self._saved.get(name) != self.state.step:
             save_checkpoint(self.checkpoint_state(), self.ckpt_dir / f"{name}.pt")
+            self._saved[name] = self.state.step
 
     def restore(self, state: dict) -> None:
         """Restore everything saved by :meth:`checkpoint_state` (modules first: the objective
@@ -135,7 +142,8 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
-        self.state = LoopState(**state["loop"])
+        for k, v in state["loop"].items():   # in place: fit() holds a reference to self.state
+            setattr(self.state, k, v)
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -150,11 +158,17 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self) -> float:
+        """Mean validation loss. Runs on its own fixed random stream, so validating (or not)
+        never changes the training run's random numbers."""
         self.objective.model.eval()
         total, n = 0.0, 0
-        for x in self.data.eval_batches("valid", max(self.cfg.train.batch_size, 500)):
-            loss = self.objective.validation_loss(x.to(self.device))
-            total, n = total + loss.sum().item(), n + loss.numel()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed + 1)
+            for x in self.data.eval_batches("valid", max(self.cfg.train.batch_size, 500)):
+                loss = self.objective.validation_loss(x.to(self.device))
+                total, n = total + loss.sum().item(), n + loss.numel()
+            if self.after_eval is not None and self.rank == 0:
+                self.after_eval(self)
         self.objective.model.train()
         return total / max(n, 1)
 
@@ -173,8 +187,6 @@ class Trainer:
                             "best_loss": s.best_loss, "time": round(s.seconds, 2)})
             if t.patience is not None and warm and s.bad_evals >= t.patience:
                 s.stop_reason = f"early stopping: no improvement in {t.patience} evaluations"
-            if self.after_eval is not None and self.rank == 0:
-                self.after_eval(self)
         self.save("latest")
 
     # ------------------------------------------------------------------ the loop

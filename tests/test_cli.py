@@ -1,0 +1,108 @@
+"""The command line end to end on small runs, and its answers to bad input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mixvae.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["train.epochs=2", "train.batch_size=50", "train.log_every=5", "model.hidden=[32,32]",
+        "model.latent_dim=4", "eval.ll_samples=20", "data.name=digits"]
+
+
+def sets(overrides):
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_eval_sample_and_resume(tmp_path, capsys):
+    cfg = ROOT / "configs" / "vampprior" / "vae_vampprior_dynamic_mnist.yaml"
+    run = tmp_path / "run"
+    over = TINY + ["model.prior.components=10", "train.warmup_epochs=1", "train.max_steps=40"]
+    code, out, err = run_cli(["train", cfg, "--out", run, "--quiet"] + sets(over), capsys)
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["steps"] == 40 and np.isfinite(summary["test_ll"])
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "eval.json", "samples.png", "reconstructions.png",
+                 "pseudo_inputs.png", "checkpoints/latest.pt", "checkpoints/best.pt"):
+        assert (run / name).exists(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"train", "valid"}
+
+    code, out, err = run_cli(["eval", run, "--ll-samples", 30, "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    for key in ("test_ll", "test_ll_samples", "active_units", "inactive_modes", "components"):
+        assert key in result
+    assert result["test_ll_samples"] == 30 and result["test_ll"] < 0 and result["components"] == 10
+
+    code, out, err = run_cli(["sample", run, "-n", 16, "--out", tmp_path / "s.png"], capsys)
+    assert code == 0 and (tmp_path / "s.png").exists()
+
+    # extend the budget and resume from the latest checkpoint
+    code, out, err = run_cli(["train", "--resume", run, "--quiet", "--no-eval", "--set", "train.max_steps=60"], capsys)
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["steps"] == 60
+
+
+def one_line_error(code, err):
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    return code == 2 and len(lines) == 1 and lines[0].startswith("mixvae: error:") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, extra, fragment", [
+    ("train: [1\n", [], "malformed YAML"),
+    ("train:\n  epoch: 3\n", [], "unknown key 'train.epoch'"),
+    ("train:\n  epochs: x\n", [], "expected an integer"),
+    ("data:\n  name: npz\n  path: BAD\n", [], "'train' has shape"),
+    ("data:\n  name: mnist\n", ["--data-dir", "EMPTY"], "is missing"),
+    ("data:\n  name: imagenet\n", [], "not a known data set"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_run_folder(tmp_path, capsys, monkeypatch, text, extra, fragment):
+    monkeypatch.setenv("MIXVAE_OFFLINE", "1")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, train=np.zeros((4, 3, 3, 7), np.uint8), test=np.zeros((2, 3, 3, 7), np.uint8))
+    (tmp_path / "empty").mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text.replace("BAD", str(bad)))
+    extra = [str(tmp_path / "empty") if e == "EMPTY" else e for e in extra]
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", cfg, "--out", out] + extra, capsys)
+    assert one_line_error(code, err) and fragment in err, err
+    assert not out.exists()
+
+
+def test_bad_arguments(tmp_path, capsys):
+    code, _, err = run_cli(["train"], capsys)
+    assert one_line_error(code, err)
+    code, _, err = run_cli(["eval", tmp_path], capsys)
+    assert one_line_error(code, err) and "not a run folder" in err
+    code, _, err = run_cli(["frobnicate"], capsys)
+    assert one_line_error(code, err)
+    code, _, err = run_cli(["train", "--resume", tmp_path], capsys)
+    assert one_line_error(code, err)
+
+
+def test_out_folder_is_never_overwritten(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("x")
+    cfg = ROOT / "configs" / "vampprior" / "vae_standard_dynamic_mnist.yaml"
+    code, _, err = run_cli(["train", cfg, "--out", tmp_path / "run"] + sets(TINY), capsys)
+    assert one_line_error(code, err) and "already exists" in err
+    assert (tmp_path / "run" / "keep.txt").read_text() == "x"
+
+
+def test_help_on_every_command():
+    for cmd in ([], ["train"], ["eval"], ["sample"], ["demo"]):
+        r = subprocess.run([sys.executable, "-m", "mixvae", *cmd, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "usage: mixvae" in r.stdout
