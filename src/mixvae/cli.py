@@ -46,9 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "Importance-sampled log-likelihood (nats; bits/dim for 8-bit data), active units and "
                        "prior mode usage of a run's best checkpoint.")
     p.add_argument("run", type=Path)
-    p.add_argument("--ll-samples", type=int, default=None, help="importance samples per image (default: the run's eval.ll_samples)")
+    p.add_argument("--ll-samples", type=int, default=None, help="importance samples per image "
+                   "(default: the run's eval.ll_samples for likelihood-trained image models; 0 skips)")
+    p.add_argument("--fid-samples", type=int, default=None, help="images for FID of samples and reconstructions "
+                   "(default: the run's eval.fid_samples for adversarially trained image models; 0 skips)")
+    p.add_argument("--probes", action=argparse.BooleanOptionalAction, default=None,
+                   help="linear-SVM and kNN probes on sampled latents (default: on for adversarial image runs)")
     p.add_argument("--split", choices=("test", "valid"), default="test")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--checkpoint", choices=("auto", "best", "latest"), default="auto",
+                   help="auto: best validation loss for likelihood training, latest otherwise")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value for this evaluation (e.g. data.test_subset=1000)")
@@ -59,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="number of samples")
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--checkpoint", choices=("auto", "best", "latest"), default="auto")
     _add_common(p)
 
     p = sub.add_parser("demo", help="a short end-to-end run: train, evaluate, pictures (no download)")
@@ -104,12 +110,14 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from . import runs
 
-    _positive("--ll-samples", args.ll_samples)
+    for name, v in (("--ll-samples", args.ll_samples), ("--fid-samples", args.fid_samples)):
+        if v is not None and v < 0:
+            raise UserError(f"{name} = {v} is not valid; expected 0 (skip) or a positive integer")
     run = runs.open_run(args.run, args.data_dir, args.checkpoint, args.overrides)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    result = runs.evaluate(run, args.ll_samples or run.cfg.eval.ll_samples, args.split)
+    result = runs.evaluate(run, args.ll_samples, args.split, fid_samples=args.fid_samples, probes=args.probes)
     result = {"run": str(args.run), "checkpoint": args.checkpoint, **result}
     if args.json:
         print(json.dumps(result))

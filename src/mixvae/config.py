@@ -114,7 +114,8 @@ class SoftIntroConfig:
     beta_neg: float = _range(0.0, None, default=256.0)
     gamma_r: float = _range(0.0, None, default=1e-8)
     alpha: float = _range(0.0, None, default=2.0)      # exponent of the introspective terms
-    prior_player: Literal["decoder", "encoder", "fixed"] = "decoder"
+    vae_only: bool = False                             # train the plain VAE loss throughout (the baseline)
+    prior_player: Literal["decoder", "encoder", "fixed"] = "decoder"  # who the prior learns with after warm-up
     prior_lr: Optional[float] = _range(0.0, None, default=None)   # default: train.lr
     kl_samples: int = _range(1, None, default=100)     # Monte-Carlo samples for KL to a mixture
     variance_clipping: bool = True

@@ -80,6 +80,12 @@ class DiagonalGaussian(_Plain):
         """Closed-form KL(self || N(0, I)) = 0.5 sum(mu^2 + var - 1 - logvar), shape (...,)."""
         return _sum_event(0.5 * (self.mu ** 2 + self.logvar.exp() - 1.0 - self.logvar), self.event_dims)
 
+    def kl_to(self, other: "DiagonalGaussian") -> torch.Tensor:
+        """Closed-form KL(self || other) between diagonal Gaussians, shape (...,)."""
+        elem = 0.5 * (other.logvar - self.logvar
+                      + (self.logvar.exp() + (self.mu - other.mu) ** 2) * torch.exp(-other.logvar) - 1.0)
+        return _sum_event(elem, self.event_dims)
+
     def detach(self) -> "DiagonalGaussian":
         return DiagonalGaussian(self.mu.detach(), self.logvar.detach(), self.event_dims)
 
@@ -169,6 +175,9 @@ class DiagonalGaussianMixture(_Plain):
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
+
+    def detach(self) -> "DiagonalGaussianMixture":
+        return DiagonalGaussianMixture(self.log_weights.detach(), self.means.detach(), self.logvars.detach())
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from .config import Config
 from .data import Dataset, load_dataset
 from .errors import UserError
 from .models import HVAE, VAE, LatentVariableModel, LikelihoodHead
-from .nets import vamp
+from .nets import sintro, vamp
 from .priors import VAMPPRIOR_INIT, MoGPrior, Prior, StandardNormalPrior, VampPrior
 
 
@@ -67,13 +67,32 @@ def build_model(cfg: Config, data: Dataset) -> LatentVariableModel:
                     vamp.ConditionalPrior(m.lower_latent_dim, m.latent_dim, h),
                     vamp.HierarchicalDecoder(data.shape, m.lower_latent_dim, m.latent_dim, h, ppp, conv=conv),
                     prior, head, data.shape)
+    if m.arch == "mlp2d":
+        if len(data.shape) != 1:
+            raise UserError(f"model.arch = 'mlp2d' needs vector data; data.name = {cfg.data.name!r} has shape {data.shape}")
+        return VAE(sintro.MLPEncoder(data.shape[0], m.latent_dim, m.hidden),
+                   sintro.MLPDecoder(data.shape[0], m.latent_dim, m.hidden), prior, head, data.shape)
+    if m.arch == "resnet":
+        if not data.is_image:
+            raise UserError(f"model.arch = 'resnet' needs image data; data.name = {cfg.data.name!r} has shape {data.shape}")
+        down = 2 ** len(m.channels)
+        if data.shape[1] % down or data.shape[2] % down:
+            raise UserError(f"model.channels = {m.channels} halves the image {len(m.channels)} times, but "
+                            f"{data.shape[1]}x{data.shape[2]} is not divisible by {down}")
+        return VAE(sintro.ResNetEncoder(data.shape, m.latent_dim, m.channels),
+                   sintro.ResNetDecoder(data.shape, m.latent_dim, m.channels), prior, head, data.shape)
     raise UserError(f"model.arch = {m.arch!r} is not available yet")
 
 
 def build_objective(cfg: Config, model: LatentVariableModel):
     from .objectives.elbo import ELBO
+    from .objectives.soft_intro import SoftIntroVAE
     if cfg.train.objective == "elbo":
         return ELBO(model, analytic_kl=cfg.elbo.analytic_kl)
+    if cfg.train.objective == "sintro":
+        if not hasattr(model, "encoder"):
+            raise UserError(f"train.objective = 'sintro' needs a single-level model; model.arch = {cfg.model.arch!r}")
+        return SoftIntroVAE(model, cfg.sintro)
     raise UserError(f"train.objective = {cfg.train.objective!r} is not available yet")
 
 

@@ -84,6 +84,9 @@ class Dataset:
 
     @property
     def value_range(self) -> tuple[float, float]:
+        """Range of the values the model sees ([0, 1], [-1, 1], or a 2D set's evaluation box)."""
+        if self.name in toy2d.BOXES:
+            return (-toy2d.BOXES[self.name], toy2d.BOXES[self.name])
         return (-1.0, 1.0) if self.symmetric else (0.0, 1.0)
 
     @property

@@ -37,6 +37,10 @@ class StepContext:
 class Objective(ABC):
     """Base class. ``model`` is any :class:`LatentVariableModel` (plus extra networks if needed)."""
 
+    # Evaluate the checkpoint with the best validation loss (likelihood training) or the last one
+    # (adversarial training, where the validation loss does not measure what is being optimised).
+    select_best = True
+
     def __init__(self, model: LatentVariableModel):
         self.model = model
 

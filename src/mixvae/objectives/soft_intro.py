@@ -1,0 +1,262 @@
+"""Soft-IntroVAE (Daniel & Tamar 2021) with the prior as a third player (Athanasiadis et al. 2025).
+
+ALGORITHMS.md sections 2 and 4. Symbols: L_r = squared error summed over data dimensions (per
+example), KL(x) = KL(q(z|x) || p), ``s`` = 1 / (number of data dimensions), ``alpha`` the exponent.
+One iteration draws one batch from the prior, reused by both steps:
+
+- encoder step (decoder and prior frozen):
+  L_E = s (b_rec L_r(x, rec) + b_kl KL(x)) + (1/alpha) 0.5 (mean e^{-alpha s elbo_fake} + mean e^{-alpha s elbo_rec})
+        + s r_ent NegEnt,    elbo_y = b_rec L_r(y, D(E(y))) + b_neg KL(y) for y = rec.detach(), fake.detach();
+- decoder step (encoder frozen), with the prior when it cooperates with the decoder:
+  L_D = s [b_rec L_r(x, rec) + b_kl KL(sg q(z|x) || p) + b_kl 0.5 (KL(E(rec) || sg p) + KL(E(fake) || sg p))
+           + gamma_r b_rec 0.5 (L_r(rec.detach(), D(E(rec))) + L_r(fake.detach(), D(E(fake))))],
+  where fake = D(z_psi) and z_psi is drawn from the prior *with* gradient (component index without).
+
+KL to a mixture prior is a Monte-Carlo estimate; to a Gaussian prior it is exact. Before the
+adversarial phase, an optional plain-VAE warm-up trains b_rec L_r + b_kl KL (no s).
+The mean of exponentials is exp(logsumexp - log n): it never overflows silently (an overflow of
+the mean itself is inf and stops the loop).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch.distributions import Distribution
+
+from ..config import SoftIntroConfig
+from ..distributions import DiagonalGaussian, DiagonalGaussianMixture
+from ..models import VAE
+from ..priors import MoGPrior, VampPrior
+from .base import Objective, StepContext, trainable
+
+
+# ------------------------------------------------------------------------------ the maths, one piece each
+def squared_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L_r(x, y) = sum over data dimensions of (x - y)^2, shape (B,)."""
+    return (x - y).pow(2).flatten(1).sum(1)
+
+
+def kl_to_prior(q: DiagonalGaussian, prior: Distribution, samples: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """KL(q(z|x) || p) per example (B,): exact for a Gaussian prior; for a mixture the estimate
+    mean_s [log q(z_s|x) - logsumexp_k(log w_k + log N(z_s; m_k, v_k))], z_s ~ q (reparameterised).
+
+    Also returns the component log-densities log w_k + log N(z_s; m_k, v_k), (samples, B, K), for a
+    mixture (None otherwise), so responsibilities can reuse them.
+    """
+    if isinstance(prior, DiagonalGaussian):
+        return q.kl_to(prior), None
+    z = q.rsample((samples,))                                   # (S, B, D)
+    comp = prior.component_log_prob(z)                          # (S, B, K)
+    return (q.log_prob(z) - torch.logsumexp(comp, dim=-1)).mean(0), comp
+
+
+def mean_exp(a: torch.Tensor) -> torch.Tensor:
+    """mean_i exp(a_i) computed as exp(logsumexp(a) - log n)."""
+    return torch.exp(torch.logsumexp(a, dim=0) - math.log(a.shape[0]))
+
+
+def introspection_term(elbo_rec: torch.Tensor, elbo_fake: torch.Tensor, alpha: float, s: float) -> torch.Tensor:
+    """(1/alpha) 0.5 (mean exp(-alpha s elbo_fake) + mean exp(-alpha s elbo_rec))."""
+    return 0.5 / alpha * (mean_exp(-alpha * s * elbo_fake) + mean_exp(-alpha * s * elbo_rec))
+
+
+def usage_negative_entropy(component_log_prob: torch.Tensor) -> torch.Tensor:
+    """NegEnt = sum_k rbar_k log(rbar_k + 1e-8) / log C with rbar the mean responsibility over all
+    leading dimensions of (..., C); no division when log C <= 1. Minimal (-1) for uniform usage."""
+    rbar = torch.softmax(component_log_prob, dim=-1).reshape(-1, component_log_prob.shape[-1]).mean(0)
+    neg_ent = (rbar * torch.log(rbar + 1e-8)).sum()
+    log_c = math.log(rbar.shape[0])
+    return neg_ent / log_c if log_c > 1 else neg_ent
+
+
+@dataclass
+class PriorDraw:
+    """The iteration's prior sample as noise: component indices (mixtures) and standard normals."""
+
+    idx: Optional[torch.Tensor]
+    eps: torch.Tensor
+
+    @staticmethod
+    def of(prior: Distribution, n: int, dim: int) -> "PriorDraw":
+        idx = prior.sample_components(n) if isinstance(prior, DiagonalGaussianMixture) else None
+        return PriorDraw(idx, torch.randn(n, dim))
+
+    def latents(self, prior: Distribution) -> torch.Tensor:
+        """z = m + exp(l / 2) eps of the drawn components, with gradient to the prior's m and l."""
+        if self.idx is None:
+            return prior.mu + prior.stddev * self.eps.to(prior.mu.device)
+        return prior.means[self.idx] + torch.exp(0.5 * prior.logvars[self.idx]) * self.eps.to(prior.means.device)
+
+
+@contextmanager
+def frozen(*modules):
+    """Parameters of ``modules`` do not require gradients inside the block."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+# ------------------------------------------------------------------------------ the objective
+class SoftIntroVAE(Objective):
+    """Players: ``encoder``, ``decoder`` and (if the prior has parameters) ``prior``."""
+
+    select_best = False
+
+    def __init__(self, model: VAE, cfg: SoftIntroConfig):
+        super().__init__(model)
+        self.cfg = cfg
+        self.s = 1.0 / math.prod(model.data_shape)
+        self.converted = False
+
+    # players ----------------------------------------------------------------------------
+    def prior_parameters(self) -> list:
+        p = self.model.prior
+        return trainable([p.pseudo_inputs_raw, p.logits] if isinstance(p, VampPrior) else p.parameters())
+
+    def players(self):
+        out = {"encoder": trainable(self.model.encoder.parameters()),
+               "decoder": trainable(self.model.decoder.parameters())}
+        if self.prior_parameters():
+            out["prior"] = self.prior_parameters()
+        return out
+
+    def player_lr(self, name):
+        return self.cfg.prior_lr if name == "prior" else None
+
+    # state --------------------------------------------------------------------------------
+    def state_dict(self):
+        return {"converted": self.converted}
+
+    def load_state_dict(self, state):
+        if state.get("converted") and not self.converted:
+            old = self.model.prior
+            self.model.set_prior(MoGPrior(old.latent_dim, old.num_components).to(old.pseudo_inputs_raw.device))
+            self.converted = True
+
+    def _maybe_convert(self, ctx: StepContext) -> None:
+        c = self.cfg
+        due = (c.convert_to_mog_step is not None and ctx.step >= c.convert_to_mog_step) or \
+              (c.convert_to_mog_epoch is not None and ctx.epoch >= c.convert_to_mog_epoch)
+        if due and not self.converted and isinstance(self.model.prior, VampPrior):
+            with torch.no_grad():
+                mix = self.model.prior()
+            self.model.set_prior(MoGPrior.from_mixture(mix, learn_weights=True))
+            self.converted = True
+            ctx.reset_player("prior")
+
+    # losses ------------------------------------------------------------------------------
+    def vae_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """b_rec L_r + b_kl KL, means over the batch (the warm-up / plain VAE loss, no s)."""
+        m, c = self.model, self.cfg
+        q = m.encode(x)
+        rec = m.decode(q.rsample()).mean
+        kl, _ = kl_to_prior(q, m.prior(), c.kl_samples)
+        err = squared_error(x, rec).mean()
+        loss = c.beta_rec * err + c.beta_kl * kl.mean()
+        return loss, {"loss": loss.item(), "rec": err.item(), "kl": kl.mean().item()}
+
+    def encoder_loss(self, x: torch.Tensor, prior: Distribution, fake: torch.Tensor):
+        """L_E. ``prior`` is the prior as the encoder sees it (detached unless it cooperates with the
+        encoder); ``fake`` = D(z) for the iteration's prior batch (no gradient). Returns (loss, z_r, q, metrics)."""
+        m, c, s = self.model, self.cfg, self.s
+        q = m.encode(x)
+        z_r = q.rsample()
+        rec = m.decode(z_r).mean
+        kl_real, comp = kl_to_prior(q, prior, c.kl_samples)
+        err = squared_error(x, rec)
+        loss_real = s * (c.beta_rec * err.mean() + c.beta_kl * kl_real.mean())
+        q_rec, q_fake = m.encode(rec.detach()), m.encode(fake)
+        rec_rec, rec_fake = m.decode(q_rec.rsample()).mean, m.decode(q_fake.rsample()).mean
+        kl_rec, _ = kl_to_prior(q_rec, prior, c.kl_samples)
+        kl_fake, _ = kl_to_prior(q_fake, prior, c.kl_samples)
+        elbo_rec = c.beta_rec * squared_error(rec, rec_rec) + c.beta_neg * kl_rec
+        elbo_fake = c.beta_rec * squared_error(fake, rec_fake) + c.beta_neg * kl_fake
+        loss_fake = introspection_term(elbo_rec, elbo_fake, c.alpha, s)
+        loss = loss_real + loss_fake
+        metrics = {"enc_loss": loss.item(), "enc_real": loss_real.item(), "enc_fake": loss_fake.item(),
+                   "rec": err.mean().item(), "kl_real": kl_real.mean().item(),
+                   "kl_rec": kl_rec.mean().item(), "kl_fake": kl_fake.mean().item()}
+        if c.r_ent > 0 and isinstance(prior, DiagonalGaussianMixture):
+            if comp is None or comp.shape[0] != c.resp_samples:
+                comp = prior.component_log_prob(q.rsample((c.resp_samples,)))
+            neg_ent = usage_negative_entropy(comp)
+            loss = loss + s * c.r_ent * neg_ent
+            metrics["neg_entropy"] = neg_ent.item()
+        return loss, z_r, q, metrics
+
+    def decoder_loss(self, x: torch.Tensor, z_r: torch.Tensor, q: DiagonalGaussian, prior: Distribution,
+                     prior_sg: Distribution, z_fake: torch.Tensor):
+        """L_D (with the prior's real-data term when ``prior`` carries gradient). ``z_r`` and ``q`` come
+        from the encoder step (used detached); ``z_fake`` is the prior batch (with gradient if the prior learns)."""
+        m, c, s = self.model, self.cfg, self.s
+        rec, fake = m.decode(z_r.detach()).mean, m.decode(z_fake).mean
+        q_rec, q_fake = m.encode(rec), m.encode(fake)
+        rec_rec = m.decode(q_rec.rsample().detach()).mean
+        rec_fake = m.decode(q_fake.rsample().detach()).mean
+        kl_rec, _ = kl_to_prior(q_rec, prior_sg, c.kl_samples)
+        kl_fake, _ = kl_to_prior(q_fake, prior_sg, c.kl_samples)
+        err = squared_error(x, rec).mean()
+        inner = (c.beta_rec * err + 0.5 * c.beta_kl * (kl_rec.mean() + kl_fake.mean())
+                 + 0.5 * c.gamma_r * c.beta_rec * (squared_error(rec.detach(), rec_rec).mean()
+                                                   + squared_error(fake.detach(), rec_fake).mean()))
+        metrics = {"dec_kl_rec": kl_rec.mean().item(), "dec_kl_fake": kl_fake.mean().item()}
+        if prior is not prior_sg:     # the prior learns with the decoder: fit it to the aggregate posterior
+            kl_prior, _ = kl_to_prior(q.detach(), prior, c.kl_samples)
+            inner = inner + c.beta_kl * kl_prior.mean()
+            metrics["prior_kl_real"] = kl_prior.mean().item()
+        loss = s * inner
+        metrics["dec_loss"] = loss.item()
+        return loss, metrics
+
+    # the step ------------------------------------------------------------------------------
+    def _opt_step(self, ctx: StepContext, names: list[str], loss: torch.Tensor) -> None:
+        opts = [ctx.optimizers[n] for n in names if n in ctx.optimizers]
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        for o in opts:
+            o.step()
+
+    def step(self, x: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+        c, m = self.cfg, self.model
+        self._maybe_convert(ctx)
+        if c.vae_only or ctx.in_warmup:
+            loss, metrics = self.vae_loss(x)
+            self._opt_step(ctx, ["encoder", "decoder", "prior"], loss)
+            return metrics
+        if c.variance_clipping and isinstance(m.prior, MoGPrior) and not bool(m.prior.clip_on):
+            m.prior.start_variance_clipping()
+        has_params = bool(self.prior_parameters())
+        learns = {k: has_params and c.prior_player == k for k in ("encoder", "decoder")}
+        # one prior batch per iteration, reused by both steps
+        with torch.no_grad():
+            prior_sg = m.prior()
+            draw = PriorDraw.of(prior_sg, x.shape[0], m.latent_dim)
+            fake = m.decode(draw.latents(prior_sg)).mean
+        prior_sg = prior_sg.detach()
+        with frozen(m.decoder):
+            prior_e = m.prior() if learns["encoder"] else prior_sg
+            loss_e, z_r, q, metrics = self.encoder_loss(x, prior_e, fake)
+            self._opt_step(ctx, ["encoder"] + (["prior"] if learns["encoder"] else []), loss_e)
+        with frozen(m.encoder):
+            prior_d = m.prior() if learns["decoder"] else prior_sg
+            z_fake = draw.latents(prior_d) if learns["decoder"] else draw.latents(prior_sg)
+            loss_d, dmetrics = self.decoder_loss(x, z_r, q, prior_d, prior_sg, z_fake)
+            self._opt_step(ctx, ["decoder"] + (["prior"] if learns["decoder"] else []), loss_d)
+        return {**metrics, **dmetrics}
+
+    @torch.no_grad()
+    def validation_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """b_rec L_r + b_kl KL per example (the real-data VAE loss)."""
+        q = self.model.encode(x)
+        kl, _ = kl_to_prior(q, self.model.prior(), self.cfg.kl_samples)
+        return self.cfg.beta_rec * squared_error(x, self.model.decode(q.mu).mean) + self.cfg.beta_kl * kl
