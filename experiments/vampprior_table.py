@@ -13,17 +13,14 @@ completed over several sessions; a row whose eval.json exists is not re-run.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import statistics
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mixvae import runs  # noqa: E402
-from mixvae.config import load_config  # noqa: E402
+from mixvae.grid import finished, mean_std, replace_between, run_cell  # noqa: E402
 
 ROWS = {  # row key -> (label, preset)
     "vae_standard": ("VAE + standard prior", "vae_standard_dynamic_mnist.yaml"),
@@ -37,42 +34,16 @@ BEGIN, END = "<!-- vampprior-table:begin -->", "<!-- vampprior-table:end -->"
 
 
 def run_row(key: str, seed: int, epochs: int, warmup: int, samples: int, data_dir, work: Path) -> dict:
-    dest = RESULTS / f"{key}-seed{seed}"
-    if (dest / "eval.json").exists():
-        return json.loads((dest / "eval.json").read_text())
     overrides = [f"train.epochs={epochs}", f"train.warmup_epochs={warmup}", f"seed={seed}",
                  f"eval.ll_samples={samples}"]
-    cfg = load_config(ROOT / "configs" / "vampprior" / ROWS[key][1], overrides)
-    out = work / f"{key}-seed{seed}"
-    if (out / "checkpoints" / "latest.pt").exists():
-        summary = runs.train(cfg, out, data_dir, resume=True, progress=False)
-    else:
-        shutil.rmtree(out, ignore_errors=True)
-        summary = runs.train(cfg, out, data_dir, progress=False)
-    import subprocess
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    summary.update(row=key, seed=seed, commit=commit, epochs=epochs, warmup_epochs=warmup, preset=ROWS[key][1],
-                   command=f"mixvae train configs/vampprior/{ROWS[key][1]} " + " ".join(f"--set {o}" for o in overrides))
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "metrics.jsonl", "samples.png", "reconstructions.png", "pseudo_inputs.png"):
-        if (out / name).exists():
-            shutil.copy(out / name, dest / name)
-    (dest / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def _fmt(values: list[float], digits: int = 2) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}" if not float(values[0]).is_integer() else f"{int(values[0])}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    return run_cell(Path("configs/vampprior") / ROWS[key][1], overrides, work / f"{key}-seed{seed}",
+                    RESULTS / f"{key}-seed{seed}", data_dir,
+                    meta=dict(row=key, seed=seed, epochs=epochs, warmup_epochs=warmup, preset=ROWS[key][1]))
 
 
 def table() -> str:
     found = {}
-    for f in sorted(RESULTS.glob("*/eval.json")):
-        r = json.loads(f.read_text())
+    for r in finished(RESULTS):
         found.setdefault(r["row"], []).append(r)
     if not found:
         return "(no finished rows yet)"
@@ -93,11 +64,11 @@ def table() -> str:
             lines.append(f"| {label} | – | not run yet | | | {paper.get(key, '')} |")
             continue
         seeds = ",".join(str(r["seed"]) for r in rs)
-        au = _fmt([r["active_units"] for r in rs], 1)
+        au = mean_std([r["active_units"] for r in rs], 0)
         au_of = rs[0].get("active_units_by_level")
         au += f" (of {sum(1 for _ in au_of) * rs[0]['latent_dim']})" if au_of else f" (of {rs[0]['latent_dim']})"
-        minutes = _fmt([r["train_seconds"] / 60 for r in rs], 1) + " min"
-        lines.append(f"| {label} | {seeds} | {_fmt([r['test_ll'] for r in rs])} | {au} | {minutes} | {paper.get(key, '')} |")
+        minutes = mean_std([r["train_seconds"] / 60 for r in rs], 1) + " min"
+        lines.append(f"| {label} | {seeds} | {mean_std([r['test_ll'] for r in rs])} | {au} | {minutes} | {paper.get(key, '')} |")
     lines.append("")
     lines.append("\\* the paper's values (REFERENCE.md marks them unverified) after up to 2000 epochs; not comparable "
                  "with a 30-epoch budget. Train time is wall time on the 2-core CPU machine, validation included.")
@@ -105,12 +76,7 @@ def table() -> str:
 
 
 def write_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    if BEGIN in content and END in content:
-        head, rest = content.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    replace_between(ROOT / "README.md", BEGIN, END, text)
     (RESULTS / "TABLE.md").write_text(text + "\n")
 
 
@@ -125,6 +91,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "vampprior-table")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
+    os.chdir(ROOT)   # presets and the commands recorded with each row are relative to the repo
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         for seed in args.seeds:

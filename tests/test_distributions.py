@@ -115,3 +115,22 @@ def test_log_mean_exp_is_stable():
     w = torch.tensor([[-1000.0, -1001.0], [-1000.0, -1003.0]])
     want = np.log(np.mean(np.exp(np.array([[0.0, -1], [0, -3]])), axis=0)) - 1000
     np.testing.assert_allclose(log_mean_exp(w, 0).numpy(), want, rtol=1e-6)
+
+
+def test_blocked_mixture_log_prob_equals_logsumexp_of_components_with_gradients():
+    from mixvae.distributions import mixture_log_prob
+    torch.manual_seed(3)
+    z = torch.randn(1000, 3, dtype=torch.float64, requires_grad=True)
+    logits = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    m = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    lv = (0.3 * torch.randn(7, 3, dtype=torch.float64)).requires_grad_()
+    ref = torch.logsumexp(gaussian_log_prob_naive(z, m, lv) + torch.log_softmax(logits, 0), -1)
+    got = mixture_log_prob(z, torch.log_softmax(logits, 0), m, lv, block=50)          # blocks of 7 rows: many blocks, a ragged last one
+    torch.testing.assert_close(got, ref)
+    w = torch.randn(1000, dtype=torch.float64)
+    g_ref = torch.autograd.grad((ref * w).sum(), (z, logits, m, lv))
+    g_got = torch.autograd.grad((got * w).sum(), (z, logits, m, lv))
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda *t: mixture_log_prob(t[0], torch.log_softmax(t[1], 0), t[2], t[3], block=20),
+                                    (z[:30].detach().requires_grad_(), logits, m, lv))

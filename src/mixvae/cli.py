@@ -1,4 +1,4 @@
-"""The ``mixvae`` command: train, eval, sample, demo.
+"""The ``mixvae`` command: train, eval, sample, bench2d, demo.
 
 Bad input (a config, an argument, a data file) ends with one line on stderr and exit code 2.
 """
@@ -66,6 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", choices=("auto", "best", "latest"), default="auto")
+    _add_common(p)
+
+    p = sub.add_parser("bench2d", help="the 2D density benchmark: methods x data sets x seeds, a table and pictures",
+                       description="Train and evaluate every (data set, method, seed) cell of the 2D benchmark that "
+                       "is not finished yet (finished cells are kept in OUT/cells and never re-run), then write "
+                       "OUT/TABLE.md (mean ± std over seeds) and one picture per data set.")
+    p.add_argument("--out", type=Path, default=Path("results/2d"), help="results folder (default: results/2d)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell, counted from the preset's seed (default: 3)")
+    p.add_argument("--first-seed", type=int, default=None, help="first seed (default: the preset's, 92)")
+    p.add_argument("--iterations", type=int, default=30000, help="iterations per run (default: the papers' 30000)")
+    p.add_argument("--warmup", type=int, default=2000, help="plain-VAE warm-up iterations (default: the papers' 2000)")
+    p.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="8gaussians 2spirals checkerboard rings")
+    p.add_argument("--methods", nargs="+", default=None, metavar="NAME",
+                   help="vae sintro learned_prior (default), fixed_mog, learned_prior_encoder")
+    p.add_argument("--configs", type=Path, default=None, help="presets folder (default: ./configs, else the repo's)")
+    p.add_argument("--work", type=Path, default=None, help="checkpoints of unfinished cells (default: OUT/work)")
+    p.add_argument("--table-only", action="store_true", help="only rewrite the table and pictures")
     _add_common(p)
 
     p = sub.add_parser("demo", help="a short end-to-end run: train, evaluate, pictures (no download)")
@@ -174,7 +191,30 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": cmd_demo}
+def cmd_bench2d(args) -> int:
+    from . import bench2d
+
+    _positive("--seeds", args.seeds)
+    _positive("--iterations", args.iterations)
+    _positive("--warmup", args.warmup)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    configs = args.configs or (Path("configs") if (Path("configs") / "sintro").is_dir()
+                               else Path(__file__).resolve().parents[2] / "configs")
+    if not (configs / "sintro").is_dir():
+        raise UserError(f"--configs {configs}: no sintro/ presets there; give the repo's configs folder")
+    if args.table_only:
+        text = bench2d.write_table(args.out)
+    else:
+        text = bench2d.run(args.out, configs, args.datasets or bench2d.DATASETS, args.methods or bench2d.DEFAULT_METHODS,
+                           args.seeds, args.iterations, args.first_seed, args.work, args.data_dir, warmup=args.warmup,
+                           log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(text)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": cmd_demo, "bench2d": cmd_bench2d}
 
 
 def main(argv=None) -> int:

@@ -118,7 +118,7 @@ class SoftIntroConfig:
     prior_player: Literal["decoder", "encoder", "fixed"] = "decoder"  # who the prior learns with after warm-up
     prior_lr: Optional[float] = _range(0.0, None, default=None)   # default: train.lr
     kl_samples: int = _range(1, None, default=100)     # Monte-Carlo samples for KL to a mixture
-    variance_clipping: bool = True
+    variance_clipping: bool = True   # soft-clip MoG log-variances to their range at the end of warm-up (a dimension whose range is empty stays fixed)
     r_ent: float = _range(0.0, None, default=0.0)      # responsibility regularisation weight
     resp_samples: int = _range(1, None, default=100)
     convert_to_mog_step: Optional[int] = _range(0, None, default=None)   # VampPrior -> MoG at this step

@@ -99,18 +99,80 @@ def standard_normal(dim: int, device=None, dtype=None) -> DiagonalGaussian:
 # Mixture of diagonal Gaussians: MoG priors and VampPriors (the encoder's posteriors at the
 # pseudo-inputs) are both this object once their components are computed.
 # --------------------------------------------------------------------------------------------
-def gaussian_log_prob_matrix(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
-    """log N(z_n; m_k, diag(v_k)) for every pair, shape (N, K), in matrix-product form.
+def _gaussian_linear_form(means: torch.Tensor, logvars: torch.Tensor, offset: torch.Tensor | None):
+    """(W, c) with log N(z; m_k, diag(v_k)) + offset_k = [z^2, z] @ W_k + c_k; W (K, 2D), c (K,).
 
-    z: (N, D); means, logvars: (K, D). Uses
-    sum_d (z_d - m_kd)^2 / v_kd = (z^2) @ (1/v)^T - 2 z @ (m/v)^T + sum_d m_kd^2 / v_kd,
-    so the cost is two (N, D) x (D, K) matrix products instead of an (N, K, D) tensor.
+    From sum_d (z_d - m_kd)^2 / v_kd = (z^2) . (1/v_k) - 2 z . (m_k/v_k) + sum_d m_kd^2 / v_kd:
+    W_k = [-1/(2 v_k), m_k / v_k] and c_k = -(D log 2pi + sum_d l_kd + sum_d m_kd^2 / v_kd) / 2.
     """
-    inv_var = torch.exp(-logvars)                                   # (K, D)
-    quad = (z * z) @ inv_var.T - 2.0 * (z @ (means * inv_var).T) + (means * means * inv_var).sum(-1)
-    quad = quad.clamp_min(0.0)  # rounding can push an exact zero slightly negative
-    const = -0.5 * (z.shape[-1] * LOG_2PI + logvars.sum(-1))        # (K,)
-    return const - 0.5 * quad
+    inv_var = torch.exp(-logvars)                                            # (K, D)
+    scaled = means * inv_var
+    const = -0.5 * (means.shape[-1] * LOG_2PI + logvars.sum(-1) + (means * scaled).sum(-1))
+    if offset is not None:
+        const = const + offset
+    return torch.cat([-0.5 * inv_var, scaled], dim=-1), const
+
+
+def gaussian_log_prob_matrix(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor,
+                             offset: torch.Tensor | None = None) -> torch.Tensor:
+    """log N(z_n; m_k, diag(v_k)) (+ offset_k) for every pair, shape (N, K).
+
+    z: (N, D); means, logvars: (K, D); offset: (K,) (e.g. log-weights). One (N, 2D) x (2D, K)
+    matrix product plus a bias (see :func:`_gaussian_linear_form`), never an (N, K, D) tensor.
+    """
+    weights, const = _gaussian_linear_form(means, logvars, offset)
+    return torch.addmm(const, torch.cat([z * z, z], dim=-1), weights.T)
+
+
+class _LinearLogSumExp(torch.autograd.Function):
+    """logsumexp_k (F @ W^T + c)_nk, shape (N,), computed in row blocks that stay in cache.
+
+    Forward and backward never hold the (N, K) matrix: each block of rows is formed, reduced and
+    dropped; the backward recomputes the block and turns it into softmax weights in place. Memory
+    is O(N + K * 2D) beyond the inputs, and each element is touched a few times while in cache,
+    which is what makes Monte-Carlo KLs to a mixture (100 samples x batch x K) cheap on a CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, feats, weights, const, rows):
+        out = feats.new_empty(feats.shape[0])
+        for i in range(0, feats.shape[0], rows):
+            out[i:i + rows] = torch.logsumexp(torch.addmm(const, feats[i:i + rows], weights.T), dim=-1)
+        ctx.save_for_backward(feats, weights, const, out)
+        ctx.rows = rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        feats, weights, const, out = ctx.saved_tensors
+        need_f, need_w, need_c = ctx.needs_input_grad[:3]
+        g_feats = torch.empty_like(feats) if need_f else None
+        g_weights = torch.zeros_like(weights) if need_w else None
+        g_const = torch.zeros_like(const) if need_c else None
+        for i in range(0, feats.shape[0], ctx.rows):
+            f = feats[i:i + ctx.rows]
+            r = torch.addmm(const, f, weights.T)
+            r.sub_(out[i:i + ctx.rows, None]).exp_().mul_(grad[i:i + ctx.rows, None])   # dL/d logits
+            if need_f:
+                torch.mm(r, weights, out=g_feats[i:i + ctx.rows])
+            if need_w:
+                g_weights.addmm_(r.T, f)
+            if need_c:
+                g_const.add_(r.sum(0))
+        return g_feats, g_weights, g_const, None
+
+
+def mixture_log_prob(z: torch.Tensor, log_weights: torch.Tensor, means: torch.Tensor,
+                     logvars: torch.Tensor, block: int = 1 << 17) -> torch.Tensor:
+    """log sum_k w_k N(z_n; m_k, diag(v_k)) = logsumexp_k(log w_k + log N(z_n; m_k, v_k)), shape (N,).
+
+    Equal to ``logsumexp(gaussian_log_prob_matrix(z, means, logvars, log_weights), -1)``, computed
+    in blocks of about ``block`` (row, component) entries with a hand-written backward (see
+    :class:`_LinearLogSumExp`). z: (N, D); log_weights (K,); means, logvars (K, D).
+    """
+    weights, const = _gaussian_linear_form(means, logvars, log_weights)
+    rows = max(1, block // max(1, means.shape[0]))
+    return _LinearLogSumExp.apply(torch.cat([z * z, z], dim=-1), weights, const, rows)
 
 
 def gaussian_log_prob_naive(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
@@ -147,11 +209,13 @@ class DiagonalGaussianMixture(_Plain):
     def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(z; m_k, v_k), shape (..., K)."""
         flat = z.reshape(-1, z.shape[-1])
-        out = gaussian_log_prob_matrix(flat, self.means, self.logvars) + self.log_weights
+        out = gaussian_log_prob_matrix(flat, self.means, self.logvars, offset=self.log_weights)
         return out.reshape(*z.shape[:-1], self.num_components)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.logsumexp(self.component_log_prob(z), dim=-1)
+        """log p(z) = logsumexp_k(log w_k + log N(z; m_k, v_k)), (..., D) -> (...,)."""
+        lp = mixture_log_prob(z.reshape(-1, z.shape[-1]), self.log_weights, self.means, self.logvars)
+        return lp.reshape(z.shape[:-1])
 
     def responsibilities(self, z: torch.Tensor) -> torch.Tensor:
         """Posterior probability of each component, softmax_k(log w_k + log N(z; m_k, v_k)), (..., K)."""

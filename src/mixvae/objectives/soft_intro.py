@@ -20,6 +20,7 @@ the mean itself is inf and stops the loop).
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
@@ -40,18 +41,13 @@ def squared_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).pow(2).flatten(1).sum(1)
 
 
-def kl_to_prior(q: DiagonalGaussian, prior: Distribution, samples: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def kl_to_prior(q: DiagonalGaussian, prior: Distribution, samples: int) -> torch.Tensor:
     """KL(q(z|x) || p) per example (B,): exact for a Gaussian prior; for a mixture the estimate
-    mean_s [log q(z_s|x) - logsumexp_k(log w_k + log N(z_s; m_k, v_k))], z_s ~ q (reparameterised).
-
-    Also returns the component log-densities log w_k + log N(z_s; m_k, v_k), (samples, B, K), for a
-    mixture (None otherwise), so responsibilities can reuse them.
-    """
+    mean_s [log q(z_s|x) - logsumexp_k(log w_k + log N(z_s; m_k, v_k))], z_s ~ q (reparameterised)."""
     if isinstance(prior, DiagonalGaussian):
-        return q.kl_to(prior), None
+        return q.kl_to(prior)
     z = q.rsample((samples,))                                   # (S, B, D)
-    comp = prior.component_log_prob(z)                          # (S, B, K)
-    return (q.log_prob(z) - torch.logsumexp(comp, dim=-1)).mean(0), comp
+    return (q.log_prob(z) - prior.log_prob(z)).mean(0)
 
 
 def mean_exp(a: torch.Tensor) -> torch.Tensor:
@@ -159,7 +155,7 @@ class SoftIntroVAE(Objective):
         m, c = self.model, self.cfg
         q = m.encode(x)
         rec = m.decode(q.rsample()).mean
-        kl, _ = kl_to_prior(q, m.prior(), c.kl_samples)
+        kl = kl_to_prior(q, m.prior(), c.kl_samples)
         err = squared_error(x, rec).mean()
         loss = c.beta_rec * err + c.beta_kl * kl.mean()
         return loss, {"loss": loss.item(), "rec": err.item(), "kl": kl.mean().item()}
@@ -171,13 +167,13 @@ class SoftIntroVAE(Objective):
         q = m.encode(x)
         z_r = q.rsample()
         rec = m.decode(z_r).mean
-        kl_real, comp = kl_to_prior(q, prior, c.kl_samples)
+        kl_real = kl_to_prior(q, prior, c.kl_samples)
         err = squared_error(x, rec)
         loss_real = s * (c.beta_rec * err.mean() + c.beta_kl * kl_real.mean())
         q_rec, q_fake = m.encode(rec.detach()), m.encode(fake)
         rec_rec, rec_fake = m.decode(q_rec.rsample()).mean, m.decode(q_fake.rsample()).mean
-        kl_rec, _ = kl_to_prior(q_rec, prior, c.kl_samples)
-        kl_fake, _ = kl_to_prior(q_fake, prior, c.kl_samples)
+        kl_rec = kl_to_prior(q_rec, prior, c.kl_samples)
+        kl_fake = kl_to_prior(q_fake, prior, c.kl_samples)
         elbo_rec = c.beta_rec * squared_error(rec, rec_rec) + c.beta_neg * kl_rec
         elbo_fake = c.beta_rec * squared_error(fake, rec_fake) + c.beta_neg * kl_fake
         loss_fake = introspection_term(elbo_rec, elbo_fake, c.alpha, s)
@@ -186,9 +182,7 @@ class SoftIntroVAE(Objective):
                    "rec": err.mean().item(), "kl_real": kl_real.mean().item(),
                    "kl_rec": kl_rec.mean().item(), "kl_fake": kl_fake.mean().item()}
         if c.r_ent > 0 and isinstance(prior, DiagonalGaussianMixture):
-            if comp is None or comp.shape[0] != c.resp_samples:
-                comp = prior.component_log_prob(q.rsample((c.resp_samples,)))
-            neg_ent = usage_negative_entropy(comp)
+            neg_ent = usage_negative_entropy(prior.component_log_prob(q.rsample((c.resp_samples,))))
             loss = loss + s * c.r_ent * neg_ent
             metrics["neg_entropy"] = neg_ent.item()
         return loss, z_r, q, metrics
@@ -202,15 +196,15 @@ class SoftIntroVAE(Objective):
         q_rec, q_fake = m.encode(rec), m.encode(fake)
         rec_rec = m.decode(q_rec.rsample().detach()).mean
         rec_fake = m.decode(q_fake.rsample().detach()).mean
-        kl_rec, _ = kl_to_prior(q_rec, prior_sg, c.kl_samples)
-        kl_fake, _ = kl_to_prior(q_fake, prior_sg, c.kl_samples)
+        kl_rec = kl_to_prior(q_rec, prior_sg, c.kl_samples)
+        kl_fake = kl_to_prior(q_fake, prior_sg, c.kl_samples)
         err = squared_error(x, rec).mean()
         inner = (c.beta_rec * err + 0.5 * c.beta_kl * (kl_rec.mean() + kl_fake.mean())
                  + 0.5 * c.gamma_r * c.beta_rec * (squared_error(rec.detach(), rec_rec).mean()
                                                    + squared_error(fake.detach(), rec_fake).mean()))
         metrics = {"dec_kl_rec": kl_rec.mean().item(), "dec_kl_fake": kl_fake.mean().item()}
         if prior is not prior_sg:     # the prior learns with the decoder: fit it to the aggregate posterior
-            kl_prior, _ = kl_to_prior(q.detach(), prior, c.kl_samples)
+            kl_prior = kl_to_prior(q.detach(), prior, c.kl_samples)
             inner = inner + c.beta_kl * kl_prior.mean()
             metrics["prior_kl_real"] = kl_prior.mean().item()
         loss = s * inner
@@ -233,9 +227,14 @@ class SoftIntroVAE(Objective):
             loss, metrics = self.vae_loss(x)
             self._opt_step(ctx, ["encoder", "decoder", "prior"], loss)
             return metrics
+        has_params = bool(self.prior_parameters())
         if c.variance_clipping and isinstance(m.prior, MoGPrior) and not bool(m.prior.clip_on):
             m.prior.start_variance_clipping()
-        has_params = bool(self.prior_parameters())
+            frozen_dims = int((m.prior.clip_hi == m.prior.clip_lo).sum())
+            if frozen_dims and has_params and c.prior_player != "fixed":
+                warnings.warn(f"variance clipping started with equal log-variances in {frozen_dims} latent dimension(s); "
+                              "their variances stay fixed from now on (set sintro.variance_clipping = false, or start "
+                              "from a VampPrior converted to a MoG, to let them learn)", stacklevel=2)
         learns = {k: has_params and c.prior_player == k for k in ("encoder", "decoder")}
         # one prior batch per iteration, reused by both steps
         with torch.no_grad():
@@ -258,5 +257,5 @@ class SoftIntroVAE(Objective):
     def validation_loss(self, x: torch.Tensor) -> torch.Tensor:
         """b_rec L_r + b_kl KL per example (the real-data VAE loss)."""
         q = self.model.encode(x)
-        kl, _ = kl_to_prior(q, self.model.prior(), self.cfg.kl_samples)
+        kl = kl_to_prior(q, self.model.prior(), self.cfg.kl_samples)
         return self.cfg.beta_rec * squared_error(x, self.model.decode(q.mu).mean) + self.cfg.beta_kl * kl

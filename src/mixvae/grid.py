@@ -1,0 +1,74 @@
+"""Experiment grids: presets x seeds trained to a budget, finished cells kept, tables of mean ± std.
+
+A *cell* is one preset trained with one list of ``--set`` overrides. It trains in a work folder
+(checkpoints, resumable after a crash) and, once evaluated, its small files (eval.json,
+config.yaml, metrics.jsonl, pictures) are copied into a results folder that is kept in the repo.
+A cell whose results are there is never re-run, so a table can be completed over several sessions
+and anyone can re-run a cell by deleting its folder.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Iterable, Optional
+
+from . import runs
+from .config import load_config
+
+KEEP = ("config.yaml", "metrics.jsonl", "run.json", "samples.png", "reconstructions.png", "pseudo_inputs.png",
+        "density.png")
+
+
+def git_commit(root: Path) -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def run_cell(preset: Path, overrides: list[str], work: Path, dest: Path, data_dir=None,
+             meta: Optional[dict] = None, progress: bool = False) -> dict:
+    """Train ``preset`` with ``overrides`` in ``work`` (resuming if it has a checkpoint), evaluate,
+    and copy the small files to ``dest``; returns eval.json's content (read from ``dest`` if done)."""
+    if (dest / "eval.json").exists():
+        return json.loads((dest / "eval.json").read_text())
+    cfg = load_config(preset, overrides)
+    resume = (work / "checkpoints" / "latest.pt").exists()
+    if not resume:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = runs.train(cfg, work, data_dir, resume=resume, progress=progress)
+    command = f"mixvae train {preset.as_posix()} " + " ".join(f"--set {o}" for o in overrides)
+    summary.update(meta or {}, command=command, commit=git_commit(Path(__file__).resolve().parent))
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in KEEP:
+        if (work / name).exists():
+            shutil.copy(work / name, dest / name)
+    (dest / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def finished(results: Path) -> list[dict]:
+    """eval.json of every finished cell under ``results`` (one folder per cell)."""
+    return [json.loads(f.read_text()) for f in sorted(results.glob("*/eval.json"))]
+
+
+def mean_std(values: Iterable[float], digits: int = 2) -> str:
+    """'m ± s' (sample std over seeds), the value alone for one seed, '–' for none."""
+    v = [float(x) for x in values]
+    if not v:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{statistics.mean(v):.{digits}f} ± {statistics.stdev(v):.{digits}f}"
+
+
+def replace_between(path: Path, begin: str, end: str, text: str) -> bool:
+    """Replace what lies between the marker lines ``begin`` and ``end`` in ``path``; False if absent."""
+    content = path.read_text()
+    if begin not in content or end not in content:
+        return False
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text.rstrip()}\n{end}{tail}")
+    return True
