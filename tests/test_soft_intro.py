@@ -214,6 +214,16 @@ def test_clipping_a_mog_with_equal_variances_warns_that_they_stay_fixed():
     torch.testing.assert_close(model.prior.effective_logvars(), torch.zeros(3, DZ))
 
 
+def test_warmup_lasts_exactly_warmup_steps(tmp_path):
+    cfg = sintro_cfg("standard")                     # warmup_steps = 5
+    cfg.train.log_every = 1
+    runs.train(cfg, tmp_path / "r", progress=False, evaluate_after=False)
+    import json
+    recs = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    vae_steps = [r["step"] for r in recs if r["split"] == "train" and "enc_loss" not in r]
+    assert vae_steps == [1, 2, 3, 4, 5]              # steps are logged 1-based, after they ran
+
+
 def test_warmup_trains_the_plain_vae_loss_without_s():
     model = tiny_model()
     obj = SoftIntroVAE(model, CFG)
@@ -259,7 +269,8 @@ def test_conversion_takes_the_vampprior_components():
     run = runs.prepare(cfg)
     with torch.no_grad():
         mix = run.model.prior()
-    ctx = StepContext(0, 0, 10, 0.5, {k: torch.optim.SGD(v, lr=0.0) for k, v in run.objective.players().items()})
+    ctx = StepContext(0, 0, 10, 0.5, {k: torch.optim.SGD(v, lr=0.0) for k, v in run.objective.players().items()},
+                      in_warmup=True)
     assert isinstance(run.model.prior, VampPrior)
     run.objective.step(next(run.data.train_batches(0, 0, 8)), ctx)
     p = run.model.prior

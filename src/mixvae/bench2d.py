@@ -77,7 +77,7 @@ def run(out: Path, configs: Path, datasets=DATASETS, methods=DEFAULT_METHODS, se
             preset = preset_path(configs, d, m)
             base_seed = load_config(preset).seed if first_seed is None else first_seed
             for seed in range(base_seed, base_seed + seeds):
-                name = f"{d}-{m}-seed{seed}"
+                name = f"{d}-{m}-{iterations}it-seed{seed}"
                 if (out / "cells" / name / "eval.json").exists():
                     continue
                 t0 = time.perf_counter()
@@ -94,9 +94,9 @@ def table(out: Path) -> str:
     cells = finished(out / "cells")
     if not cells:
         return "(no finished cells yet)"
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str, int], list[dict]] = {}
     for r in cells:
-        groups.setdefault((r["data"], r["method"]), []).append(r)
+        groups.setdefault((r["data"], r["method"], r["iterations"]), []).append(r)
     budgets = sorted({(r["iterations"], r.get("warmup", 2000)) for r in cells})
     lines = [
         f"2D density benchmark, {' / '.join(f'{i} iterations per run ({w} of them plain-VAE warm-up)' for i, w in budgets)}; "
@@ -107,20 +107,17 @@ def table(out: Path) -> str:
         "everywhere; mean ± std over the seeds listed. Time: training wall time on the 2-core CPU machine. "
         f"Written by `mixvae bench2d --iterations {budgets[-1][0]} --seeds N --out OUT`.",
         "",
-        "| data | method | seeds | KL | JSD | gnELBO | KL mass | JSD mass | inactive modes | time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| data | method | iterations | seeds | KL | JSD | gnELBO | KL mass | JSD mass | inactive modes | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for d in DATASETS:
-        for m in METHODS:
-            rs = groups.get((d, m))
-            if not rs:
-                continue
-            col = lambda k, digits=3: mean_std([r[k] for r in rs], digits)
-            inactive = mean_std([r["inactive_modes"] for r in rs], 1) if "inactive_modes" in rs[0] else "–"
-            seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
-            lines.append(f"| {d} | {METHODS[m]} | {seeds} | {col('kl')} | {col('jsd')} | {col('gnelbo', 2)} | "
-                         f"{col('kl_mass')} | {col('jsd_mass')} | {inactive} | "
-                         f"{mean_std([r['train_seconds'] / 60 for r in rs], 1)} min |")
+    for d, m, it in sorted(groups, key=lambda g: (DATASETS.index(g[0]), list(METHODS).index(g[1]), g[2])):
+        rs = groups[(d, m, it)]
+        col = lambda k, digits=3: mean_std([r[k] for r in rs], digits)
+        inactive = mean_std([r["inactive_modes"] for r in rs], 1) if "inactive_modes" in rs[0] else "–"
+        seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
+        lines.append(f"| {d} | {METHODS[m]} | {it} | {seeds} | {col('kl')} | {col('jsd')} | {col('gnelbo', 2)} | "
+                     f"{col('kl_mass')} | {col('jsd_mass')} | {inactive} | "
+                     f"{mean_std([r['train_seconds'] / 60 for r in rs], 1)} min |")
     return "\n".join(lines)
 
 
@@ -142,14 +139,14 @@ def compose_pictures(out: Path) -> list[Path]:
     for d in DATASETS:
         rows = []
         for m in METHODS:
-            cells = sorted((out / "cells").glob(f"{d}-{m}-seed*"))
+            cells = sorted((out / "cells").glob(f"{d}-{m}-*it-seed*"), key=lambda c: (-int(c.name.split("-")[-2][:-2]), c.name))
             parts = [Image.open(p).convert("RGB") for c in cells[:1] for p in (c / "density.png", c / "samples.png")
                      if p.exists()]
             if not parts:
                 continue
             h = max(p.height for p in parts)
             row = Image.new("RGB", (sum(p.width for p in parts), h + 24), "white")
-            ImageDraw.Draw(row).text((8, 4), f"{METHODS[m]} ({cells[0].name.rsplit('-', 1)[-1]})", fill="black")
+            ImageDraw.Draw(row).text((8, 4), f"{METHODS[m]} ({' '.join(cells[0].name.split('-')[-2:])})", fill="black")
             x = 0
             for p in parts:
                 row.paste(p, (x, 24))

@@ -24,14 +24,11 @@ class StepContext:
     step: int                 # global step index, 0-based
     epoch: int                # 0-based
     steps_per_epoch: int
-    warmup: float             # fraction of the warm-up completed at this step, in (0, 1]; 1 = none left
+    warmup: float             # KL annealing: fraction of the warm-up reached at this step, in (0, 1]
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     # Re-create a player's optimizer for new parameters (e.g. after replacing the prior).
     reset_player: Callable[[str], None] = lambda name: None
-
-    @property
-    def in_warmup(self) -> bool:
-        return self.warmup < 1.0
+    in_warmup: bool = False   # this step lies in the warm-up phase: step < warmup_steps (or epoch < warmup_epochs)
 
 
 class Objective(ABC):

@@ -101,6 +101,11 @@ class Trainer:
             sched.last_epoch = step
         self.schedulers[name] = sched
 
+    def in_warmup(self, step: int, epoch: int) -> bool:
+        """Whether 0-based ``step`` (in 0-based ``epoch``) is one of the warm-up's steps (or epochs)."""
+        t = self.cfg.train
+        return step < t.warmup_steps if t.warmup_steps else epoch < t.warmup_epochs
+
     def warmup_progress(self, step: int, epoch: int) -> float:
         """Fraction of the warm-up completed at ``step``: (step+1)/warmup_steps or (epoch+1)/warmup_epochs."""
         t = self.cfg.train
@@ -227,7 +232,7 @@ class Trainer:
             for x in self.data.train_batches(self.cfg.seed, epoch, t.batch_size, start, self.rank, self.world):
                 ctx = StepContext(step=s.step, epoch=epoch, steps_per_epoch=self.steps_per_epoch,
                                   warmup=self.warmup_progress(s.step, epoch), optimizers=self.optimizers,
-                                  reset_player=self._build_player)
+                                  reset_player=self._build_player, in_warmup=self.in_warmup(s.step, epoch))
                 metrics = self.objective.step(x.to(self.device), ctx)
                 bad = self._check_finite(metrics, s.step)
                 if bad:
