@@ -114,3 +114,26 @@ def test_frechet_distance_matches_sqrtm_for_non_commuting_covariances():
     mu1, mu2 = rng.normal(size=30), rng.normal(size=30)
     want = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1 + s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real))
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(want, rel=1e-8)
+
+
+def test_reference_features_are_cached_by_content(tmp_path, monkeypatch):
+    from mixvae.metrics import fid as fid_mod
+    monkeypatch.setattr(fid_mod, "CACHE_DIR", tmp_path)
+    calls = []
+
+    def fake_features(self, images, batch_size=None):
+        calls.append(images.shape[0])
+        return (images.flatten(1)[:, :1].double().repeat(1, fid_mod.FEATURE_DIM) + 0.1).numpy()
+
+    monkeypatch.setattr(fid_mod.InceptionFeatures, "features", fake_features)
+    ext = fid_mod.InceptionFeatures()
+    x = torch.rand(6, 1, 8, 8)
+    a = ext.reference_features(x)
+    b = ext.reference_features(x.clone())
+    assert calls == [6] and np.array_equal(a, b) and a.shape == (6, fid_mod.FEATURE_DIM)
+    ext.reference_features(x[:5])                     # other images: computed again
+    assert calls == [6, 5]
+    for f in tmp_path.glob("*.npy"):                  # a corrupt cache file is recomputed
+        f.write_bytes(b"junk")
+    np.testing.assert_array_equal(ext.reference_features(x), a)
+    assert calls == [6, 5, 6]

@@ -218,7 +218,7 @@ def evaluate_fid(run: Run, n: int, split: str) -> dict:
         torch.manual_seed(run.cfg.seed)
         samples = torch.cat([model.sample(min(500, n - i)) for i in range(0, n, 500)])
         recs = torch.cat([model.reconstruct(real[i:i + 500]) for i in range(0, n, 500)])
-    f_real = feats.features(data.unscale(real))
+    f_real = feats.reference_features(data.unscale(real))
     return {"fid_samples": fid_from_features(f_real, feats.features(data.unscale(samples))),
             "fid_reconstructions": fid_from_features(f_real, feats.features(data.unscale(recs))),
             "fid_images": n, "fid_reference": f"{split} split", "fid_seconds": round(time.perf_counter() - t0, 1)}

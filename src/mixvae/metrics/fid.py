@@ -16,7 +16,9 @@ TensorFlow original's resize differs slightly, so absolute values may differ fro
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 from typing import Callable, Union
@@ -34,6 +36,8 @@ INPUT_SIZE = 299
 FEATURE_DIM = 2048
 
 _MODELS: dict[tuple[str, str], torch.jit.ScriptModule] = {}   # (path, device) -> loaded network
+# Features of reference images (a data split) are cached here, keyed by a hash of the images.
+CACHE_DIR = Path(os.environ.get("MIXVAE_CACHE", "~/.cache/mixvae")).expanduser() / "fid"
 
 Images = Union[torch.Tensor, Callable[[int], torch.Tensor]]
 
@@ -89,6 +93,32 @@ class InceptionFeatures:
         step = batch_size or self.batch_size
         out = [net(preprocess(b.to(self.device))).double().cpu() for b in images.split(step)]
         return torch.cat(out).numpy() if out else np.zeros((0, FEATURE_DIM))
+
+    def reference_features(self, images: torch.Tensor) -> np.ndarray:
+        """:meth:`features` of a fixed image set (e.g. the test split), cached on disk under
+        ``$MIXVAE_CACHE/fid`` (default ~/.cache/mixvae/fid) by a SHA-256 of the images and the
+        weights file, so every run evaluated against the same images computes them once."""
+        x = images.detach().float().clamp(0, 1).cpu().contiguous()
+        h = hashlib.sha256(x.numpy().tobytes())
+        h.update(str(tuple(x.shape)).encode() + str(inception_weights_path().stat().st_size).encode())
+        path = CACHE_DIR / f"{h.hexdigest()[:32]}.npy"
+        if path.is_file():
+            try:
+                f = np.load(path, allow_pickle=False)
+                if f.shape == (x.shape[0], FEATURE_DIM):
+                    return f.astype(np.float64)
+            except (OSError, ValueError):
+                pass                                  # unreadable: recompute and overwrite
+        f = self.features(x).astype(np.float32)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, f)
+            os.replace(tmp, path)
+        except OSError:
+            pass                                      # a read-only cache only costs time
+        return f.astype(np.float64)                   # the same values whether cached or not
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
