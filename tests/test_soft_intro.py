@@ -243,6 +243,7 @@ def sintro_cfg(prior="mog", **sintro):
                   "prior": {"kind": prior, "components": 4, "pseudo_init": [0.0, 1.0]}},
         "train": {"objective": "sintro", "max_steps": 12, "batch_size": 32, "lr": 1e-3, "warmup_steps": 5},
         "sintro": {"beta_rec": 0.2, "beta_kl": 0.3, "beta_neg": 0.9, "kl_samples": 5, **sintro},
+        "eval": {"toy_grid": 64},
     })
 
 

@@ -1,4 +1,4 @@
-"""The ``mixvae`` command: train, eval, sample, bench2d, demo.
+"""The ``mixvae`` command: train, eval, sample, export, bench2d, demo.
 
 Bad input (a config, an argument, a data file) ends with one line on stderr and exit code 2.
 """
@@ -10,9 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3   # a loss became NaN or infinite (train.nan_policy = stop)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("auto", "best", "latest"), default="auto",
                    help="auto: best validation loss for likelihood training, latest otherwise")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--weights", type=Path, default=None, help="evaluate these safetensors weights (from mixvae export)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value for this evaluation (e.g. data.test_subset=1000)")
     _add_common(p)
@@ -65,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="number of samples")
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", choices=("auto", "best", "latest"), default="auto")
+    p.add_argument("--weights", type=Path, default=None, help="use these safetensors weights (from mixvae export)")
+    _add_common(p)
+
+    p = sub.add_parser("export", help="write a run's weights as safetensors (loading them never runs code)")
+    p.add_argument("run", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
     p.add_argument("--checkpoint", choices=("auto", "best", "latest"), default="auto")
     _add_common(p)
 
@@ -98,7 +107,7 @@ def _positive(name: str, value) -> None:
 
 
 def cmd_train(args) -> int:
-    from . import runs
+    from . import parallel, runs
     from .config import load_config
 
     if args.resume is not None:
@@ -106,8 +115,6 @@ def cmd_train(args) -> int:
             raise UserError("give either --out (a new run) or --resume RUN, not both")
         if not (args.resume / "config.yaml").is_file():
             raise UserError(f"--resume {args.resume}: not a run folder (no config.yaml)")
-        if not (args.resume / "checkpoints" / "latest.pt").exists() and not (args.resume / "checkpoints" / "latest.prev.pt").exists():
-            raise UserError(f"--resume {args.resume}: the run has no checkpoint yet")
         cfg = load_config(args.resume / "config.yaml", args.overrides)
         out = args.resume
         data_dir = runs.run_data_dir(out, args.data_dir)
@@ -118,9 +125,14 @@ def cmd_train(args) -> int:
         out, data_dir = args.out, args.data_dir
     if args.threads:
         cfg.train.threads = args.threads
-    summary = runs.train(cfg, out, data_dir, resume=args.resume is not None, progress=not args.quiet,
-                         evaluate_after=not args.no_eval)
-    print(json.dumps(summary))
+    proc = parallel.init_from_env(cfg.train.device)   # several processes when started by torchrun
+    try:
+        summary = runs.train(cfg, out, data_dir, resume=args.resume is not None,
+                             progress=not args.quiet and proc.is_main, evaluate_after=not args.no_eval, proc=proc)
+    finally:
+        parallel.shutdown()
+    if proc.is_main:
+        print(json.dumps(summary))
     return 0
 
 
@@ -130,7 +142,7 @@ def cmd_eval(args) -> int:
     for name, v in (("--ll-samples", args.ll_samples), ("--fid-samples", args.fid_samples)):
         if v is not None and v < 0:
             raise UserError(f"{name} = {v} is not valid; expected 0 (skip) or a positive integer")
-    run = runs.open_run(args.run, args.data_dir, args.checkpoint, args.overrides)
+    run = runs.open_run(args.run, args.data_dir, args.checkpoint, args.overrides, weights=args.weights)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -151,7 +163,7 @@ def cmd_sample(args) -> int:
     from .viz import save_grid, save_scatter_2d
 
     _positive("-n", args.n)
-    run = runs.open_run(args.run, args.data_dir, args.checkpoint)
+    run = runs.open_run(args.run, args.data_dir, args.checkpoint, weights=args.weights)
     torch.manual_seed(args.seed)
     x = run.model.sample(args.n)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +203,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import runs
+
+    run = runs.open_run(args.run, args.data_dir, args.checkpoint)
+    print(str(runs.export_weights(run, args.out)))
+    return 0
+
+
 def cmd_bench2d(args) -> int:
     from . import bench2d
 
@@ -214,7 +234,8 @@ def cmd_bench2d(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": cmd_demo, "bench2d": cmd_bench2d}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": cmd_demo, "bench2d": cmd_bench2d,
+            "export": cmd_export}
 
 
 def main(argv=None) -> int:
@@ -227,6 +248,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("mixvae: interrupted", file=sys.stderr)
         return 130
+    except TrainingDiverged as e:
+        print(f"mixvae: training stopped: {e}; the run folder keeps the checkpoints written before "
+              "(lower train.lr, raise sintro.beta_neg, or set train.nan_policy = rollback)", file=sys.stderr)
+        return EXIT_DIVERGED
 
 
 if __name__ == "__main__":

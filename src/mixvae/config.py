@@ -100,6 +100,7 @@ class EvalConfig:
     ll_chunk: int = _range(1, None, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
     fid_samples: int = _range(2, None, default=5000)
     samples_grid: int = _range(1, None, default=64)
+    toy_grid: int = _range(2, None, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
 
 
 @dataclass
@@ -335,4 +336,8 @@ def config_to_dict(cfg: Config) -> dict:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML (to a temporary file renamed into place: never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    tmp.replace(path)

@@ -8,6 +8,7 @@ Shapes: a distribution over vectors has ``batch_shape`` (any leading dims) and `
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,37 @@ LOG_2PI = math.log(2 * math.pi)
 
 def _sum_event(t: torch.Tensor, event_dims: int) -> torch.Tensor:
     return t.flatten(start_dim=t.dim() - event_dims).sum(-1) if event_dims else t
+
+
+# --------------------------------------------------------------------------------------------
+# Noise for a batch of examples that may be split over several processes.
+# --------------------------------------------------------------------------------------------
+_SHARD = [0, 1]   # (this process's share, number of shares) of the batch whose noise is drawn
+
+
+@contextmanager
+def batch_shard(rank: int, world: int):
+    """Inside the block, :func:`example_noise` draws noise for ``world`` times the local batch and
+    keeps share ``rank``: the noise of an example is what one process with the global batch would
+    draw, and every process consumes the same random numbers (set by the training loop)."""
+    old = list(_SHARD)
+    _SHARD[:] = [rank, world]
+    try:
+        yield
+    finally:
+        _SHARD[:] = old
+
+
+def example_noise(shape, example_dim: int, draw=torch.randn, **kw) -> torch.Tensor:
+    """``draw(shape)`` (e.g. standard normals) where dimension ``example_dim`` indexes the examples
+    of the (local) batch; see :func:`batch_shard`."""
+    rank, world = _SHARD
+    if world == 1:
+        return draw(tuple(shape), **kw)
+    full = list(shape)
+    n = full[example_dim]
+    full[example_dim] = n * world
+    return draw(tuple(full), **kw).narrow(example_dim, rank * n, n)
 
 
 class _Plain(Distribution):
@@ -61,7 +93,10 @@ class DiagonalGaussian(_Plain):
         return (0.5 * self.logvar).exp()
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        eps = torch.randn(torch.Size(sample_shape) + self.mu.shape, dtype=self.mu.dtype, device=self.mu.device)
+        """mu + sigma * eps, shape sample_shape + mu.shape; the examples are the last batch (or, with
+        no batch dimensions, the last sample) dimension."""
+        shape = torch.Size(sample_shape) + self.mu.shape
+        eps = example_noise(shape, len(shape) - len(self.event_shape) - 1, dtype=self.mu.dtype, device=self.mu.device)
         return self.mu + self.stddev * eps
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
@@ -223,7 +258,8 @@ class DiagonalGaussianMixture(_Plain):
 
     def sample_components(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n component indices drawn from the weights (no gradient), shape (n,)."""
-        return torch.multinomial(self.weights.detach(), n, replacement=True, generator=generator)
+        w = self.weights.detach()
+        return example_noise((n,), 0, lambda shape: torch.multinomial(w, shape[0], replacement=True, generator=generator))
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         """Reparameterised draw: a component index without gradient, then m_k + exp(l_k/2) * eps.
@@ -232,7 +268,7 @@ class DiagonalGaussianMixture(_Plain):
         """
         shape = torch.Size(sample_shape)
         idx = self.sample_components(max(1, shape.numel()))[: shape.numel()]
-        eps = torch.randn(idx.shape[0], self.means.shape[-1], device=self.means.device, dtype=self.means.dtype)
+        eps = example_noise((idx.shape[0], self.means.shape[-1]), 0, device=self.means.device, dtype=self.means.dtype)
         z = self.means[idx] + torch.exp(0.5 * self.logvars[idx]) * eps
         return z.reshape(shape + self.event_shape)
 

@@ -23,6 +23,8 @@ from .errors import UserError
 from .factory import build_data, build_model, build_objective, resolve_device
 from .metrics.latent import active_units, mode_usage, posterior_mean_variance
 from .metrics.likelihood import bits_per_dim, log_likelihood
+from . import parallel
+from .parallel import ProcessInfo
 from .training.checkpoint import load_checkpoint
 from .training.loop import Trainer
 
@@ -45,12 +47,14 @@ def set_threads(cfg: Config) -> None:
 def prepare(cfg: Config, data_dir=None, run_dir: Optional[Path] = None) -> Run:
     """Build data, model and objective from a config, seeded; nothing is written."""
     set_threads(cfg)
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     data = build_data(cfg, data_dir)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data).to(device)
+    try:
+        model = build_model(cfg, data).to(device)
+    except (RuntimeError, MemoryError) as e:   # e.g. widths or a latent size far too large to allocate
+        raise UserError(f"cannot build the model of this config: {str(e).splitlines()[0][:160]}") from None
     objective = build_objective(cfg, model)
     return Run(cfg, data, model, objective, run_dir, device)
 
@@ -81,35 +85,62 @@ def run_data_dir(path: Path, data_dir=None):
 
 
 def train(cfg: Config, out: Path, data_dir=None, resume: bool = False, progress: bool = True,
-          evaluate_after: bool = True) -> dict:
-    """Train a run (new or resumed), then reload its best weights and evaluate on the test set."""
-    if not resume:
-        check_new_run_dir(out)
+          evaluate_after: bool = True, proc: ProcessInfo = ProcessInfo()) -> dict:
+    """Train a run (new or resumed), then reload its best weights and evaluate on the test set.
+
+    With several processes (``proc`` from :func:`parallel.init_from_env`) every process trains its
+    share of each batch and only rank 0 writes the run folder."""
+    if proc.world > 1 and cfg.train.device.startswith("cuda"):
+        cfg.train.device = f"cuda:{proc.local_rank}"
+    problem = None
+    if proc.is_main and not resume:
+        try:
+            check_new_run_dir(out)
+        except UserError as e:
+            problem = str(e)
+    problem = parallel.broadcast_object(problem)
+    if problem:
+        raise UserError(problem)
     run = prepare(cfg, data_dir, out)
-    if not resume:
+    if proc.is_main and not resume:
         try:
             create_run_dir(run, out, data_dir)
         except OSError as e:
             raise UserError(f"cannot create the run folder {out} ({e.strerror})") from None
+    parallel.barrier()
     from .viz import save_run_pictures
-    trainer = Trainer(cfg, run.objective, run.data, out, run.device, progress=progress,
-                      after_eval=lambda tr: save_run_pictures(tr.objective.model, tr.data, out))
+    trainer = Trainer(cfg, run.objective, run.data, out, run.device, rank=proc.rank, world=proc.world,
+                      progress=progress, after_eval=lambda tr: save_run_pictures(tr.objective.model, tr.data, out))
     if resume:
         trainer.resume()
     try:
         state = trainer.fit()
     except BaseException:
-        if not resume and not (out / "checkpoints").exists():
+        if proc.is_main and not resume and not (out / "checkpoints").exists():
             shutil.rmtree(out, ignore_errors=True)   # nothing worth keeping was written
         raise
     summary = {"steps": state.step, "train_seconds": round(state.seconds, 1), "best_step": state.best_step,
                "best_valid_loss": state.best_loss, "stop_reason": state.stop_reason or "budget reached"}
+    if proc.world > 1:
+        summary["processes"] = proc.world
     if evaluate_after:
+        parallel.barrier()                            # rank 0 has written the last checkpoint
         load_weights(run, out, "best" if run.objective.select_best else "latest")
-        summary.update(evaluate(run))
-        save_run_pictures(run.model, run.data, out)
-        (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary.update(evaluate(run, proc=proc))
+        if proc.is_main:
+            save_run_pictures(run.model, run.data, out)
+            (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _load_state(run: Run, objective_state: dict, modules: dict, where: str) -> None:
+    """Objective state first (it may change the model's structure, e.g. a converted prior), then weights."""
+    try:
+        run.objective.load_state_dict(objective_state)
+        for k, m in run.objective.modules().items():
+            m.load_state_dict(modules[k])
+    except (KeyError, RuntimeError) as e:
+        raise UserError(f"{where}: the weights do not fit this run's model ({str(e).splitlines()[0][:200]})") from None
 
 
 def load_weights(run: Run, path: Path, which: str = "best") -> str:
@@ -118,28 +149,62 @@ def load_weights(run: Run, path: Path, which: str = "best") -> str:
     if which == "best" and not ckpt.exists():
         ckpt = path / "checkpoints" / "latest.pt"
     state = load_checkpoint(ckpt)
-    run.objective.load_state_dict(state.get("objective", {}))
-    for k, m in run.objective.modules().items():
-        m.load_state_dict(state["modules"][k])
+    _load_state(run, state.get("objective", {}), state.get("modules", {}), str(ckpt))
     return ckpt.name
 
 
-def open_run(path: Path, data_dir=None, which: str = "auto", overrides=()) -> Run:
+def export_weights(run: Run, file: Path) -> Path:
+    """Write the weights of every module as safetensors (tensors only; the objective's state, e.g.
+    whether the prior was converted, goes into the file's string metadata as JSON)."""
+    from safetensors.torch import save_file
+    tensors = {f"{name}/{k}": v.detach().cpu().contiguous()
+               for name, m in run.objective.modules().items() for k, v in m.state_dict().items()}
+    meta = {"format": "mixvae-weights-1", "objective_state": json.dumps(run.objective.state_dict()),
+            "mixvae": __version__}
+    file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(file), metadata=meta)
+    return file
+
+
+def import_weights(run: Run, file: Path) -> None:
+    """Load weights written by :func:`export_weights` (safetensors: no code runs when reading)."""
+    from safetensors import SafetensorError, safe_open
+    if not file.is_file():
+        raise UserError(f"--weights {file} does not exist")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        objective_state = json.loads(meta.get("objective_state", "{}"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{file}: not a safetensors file of mixvae weights ({e})") from None
+    modules: dict[str, dict] = {}
+    for key, t in tensors.items():
+        name, _, k = key.partition("/")
+        modules.setdefault(name, {})[k] = t
+    _load_state(run, objective_state, modules, str(file))
+
+
+def open_run(path: Path, data_dir=None, which: str = "auto", overrides=(), weights: Optional[Path] = None) -> Run:
     """Reload a run folder: its config, its data and its weights ('auto': best for likelihood
-    training, latest for adversarial training)."""
+    training, latest for adversarial training; or a safetensors file given as ``weights``)."""
     if not (path / "config.yaml").is_file():
         raise UserError(f"{path} is not a run folder (no config.yaml)")
     cfg = load_config(path / "config.yaml", list(overrides))
     run = prepare(cfg, run_data_dir(path, data_dir), path)
-    if which == "auto":
-        which = "best" if run.objective.select_best else "latest"
-    load_weights(run, path, which)
+    if weights is not None:
+        import_weights(run, weights)
+    else:
+        if which == "auto":
+            which = "best" if run.objective.select_best else "latest"
+        load_weights(run, path, which)
     run.model.eval()
     return run
 
 
 def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", batch_size: int = 500,
-             fid_samples: Optional[int] = None, probes: Optional[bool] = None) -> dict:
+             fid_samples: Optional[int] = None, probes: Optional[bool] = None,
+             proc: ProcessInfo = ProcessInfo()) -> dict:
     """Metrics of a run on a split, chosen by what the run is (explicit arguments override):
 
     - every run: active units, prior mode usage and inactive modes (mixture priors);
@@ -147,6 +212,8 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
     - 2D data: histogram KL / JSD (authors' and textbook) and gnELBO, and a density picture;
     - adversarially trained image models: FID of samples and of reconstructions, latent probes.
     ``ll_samples`` / ``fid_samples`` of 0 skip that metric; None means the run's config default.
+    With several processes, the log-likelihood and FID images are shared out and gathered; every
+    process returns the same numbers.
     """
     model, data, cfg = run.model, run.data, run.cfg
     model.eval()
@@ -157,7 +224,11 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
         ll_samples = cfg.eval.ll_samples if (data.is_image and not adversarial) else 0
     if ll_samples:
         t0 = time.perf_counter()
-        ll = torch.cat([log_likelihood(model, x, ll_samples, cfg.eval.ll_chunk) for x in batches()])
+        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed + proc.rank)
+            ll = torch.cat([log_likelihood(model, x, ll_samples, cfg.eval.ll_chunk).cpu()
+                            for i, x in enumerate(batches()) if i % proc.world == proc.rank])
+        ll = parallel.gather_rows(ll)
         out.update({f"{split}_ll": ll.mean().item(),
                     f"{split}_ll_sem": (ll.std() / ll.numel() ** 0.5).item() if ll.numel() > 1 else 0.0,
                     f"{split}_ll_samples": ll_samples, f"{split}_examples": ll.numel(),
@@ -165,11 +236,11 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
         if model.likelihood.is_discrete_8bit:
             out["bits_per_dim"] = bits_per_dim(out[f"{split}_ll"], int(torch.tensor(data.shape).prod()))
     if data.sampler is not None and data.shape == (2,):
-        out.update(evaluate_toy(run))
+        out.update(evaluate_toy(run, write=proc.is_main))
     if fid_samples is None:
         fid_samples = cfg.eval.fid_samples if (data.is_image and adversarial) else 0
     if fid_samples:
-        out.update(evaluate_fid(run, fid_samples, split))
+        out.update(evaluate_fid(run, fid_samples, split, proc))
     if probes is None:
         probes = data.is_image and adversarial and data.test.labels is not None
     if probes:
@@ -194,31 +265,38 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
     return out
 
 
-def evaluate_toy(run: Run) -> dict:
-    """2D benchmark metrics (5000 points, 12 800 for gnELBO on a 1024^2 grid) and density.png."""
+def evaluate_toy(run: Run, write: bool = True) -> dict:
+    """2D benchmark metrics (5000 points; gnELBO on 12 800 points and an eval.toy_grid^2 grid) and density.png."""
     from .data.toy2d import BOXES
     from .metrics.toy2d import density_grid, evaluate_2d
     from .viz import save_density_2d
     box = BOXES[run.data.name]
-    res = evaluate_2d(run.model, run.data.sampler, box, seed=run.cfg.seed + 1000)
-    if run.path is not None:
+    res = evaluate_2d(run.model, run.data.sampler, box, seed=run.cfg.seed + 1000, grid=run.cfg.eval.toy_grid)
+    if run.path is not None and write:
         save_density_2d(density_grid(run.model, box), box, run.path / "density.png", title="exp(-negELBO)")
     return res
 
 
-def evaluate_fid(run: Run, n: int, split: str) -> dict:
-    """FID (standard protocol) of n prior samples and of n reconstructions, both against n images of the split."""
+def evaluate_fid(run: Run, n: int, split: str, proc: ProcessInfo = ProcessInfo()) -> dict:
+    """FID (standard protocol) of n prior samples and of n reconstructions, both against n images of
+    the split (whose features are cached on disk when one process evaluates)."""
     from .metrics.fid import InceptionFeatures, fid_from_features
     data, model = run.data, run.model
     real = data.scale(getattr(data, split).get(slice(0, n))).to(run.device)
     n = real.shape[0]
     feats = InceptionFeatures(run.device)
     t0 = time.perf_counter()
-    with torch.random.fork_rng():
-        torch.manual_seed(run.cfg.seed)
-        samples = torch.cat([model.sample(min(500, n - i)) for i in range(0, n, 500)])
-        recs = torch.cat([model.reconstruct(real[i:i + 500]) for i in range(0, n, 500)])
-    f_real = feats.reference_features(data.unscale(real))
-    return {"fid_samples": fid_from_features(f_real, feats.features(data.unscale(samples))),
-            "fid_reconstructions": fid_from_features(f_real, feats.features(data.unscale(recs))),
+    mine = [i for k, i in enumerate(range(0, n, 500)) if k % proc.world == proc.rank]   # this process's chunks
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        torch.manual_seed(run.cfg.seed + proc.rank)
+        samples = [model.sample(min(500, n - i)) for i in mine]
+        recs = [model.reconstruct(real[i:i + 500]) for i in mine]
+    features = lambda parts: parallel.gather_rows(torch.from_numpy(feats.features(data.unscale(torch.cat(parts))))
+                                                  if parts else torch.zeros(0, 2048, dtype=torch.float64)).numpy()
+    if proc.world == 1:
+        f_real = feats.reference_features(data.unscale(real))
+    else:
+        f_real = features([real[i:i + 500] for i in mine])
+    return {"fid_samples": fid_from_features(f_real, features(samples)),
+            "fid_reconstructions": fid_from_features(f_real, features(recs)),
             "fid_images": n, "fid_reference": f"{split} split", "fid_seconds": round(time.perf_counter() - t0, 1)}

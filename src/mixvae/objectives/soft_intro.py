@@ -29,9 +29,10 @@ import torch
 from torch.distributions import Distribution
 
 from ..config import SoftIntroConfig
-from ..distributions import DiagonalGaussian, DiagonalGaussianMixture
+from ..distributions import DiagonalGaussian, DiagonalGaussianMixture, example_noise
 from ..models import VAE
 from ..priors import MoGPrior, VampPrior
+from ..parallel import global_mean
 from .base import Objective, StepContext, trainable
 
 
@@ -63,7 +64,7 @@ def introspection_term(elbo_rec: torch.Tensor, elbo_fake: torch.Tensor, alpha: f
 def usage_negative_entropy(component_log_prob: torch.Tensor) -> torch.Tensor:
     """NegEnt = sum_k rbar_k log(rbar_k + 1e-8) / log C with rbar the mean responsibility over all
     leading dimensions of (..., C); no division when log C <= 1. Minimal (-1) for uniform usage."""
-    rbar = torch.softmax(component_log_prob, dim=-1).reshape(-1, component_log_prob.shape[-1]).mean(0)
+    rbar = global_mean(torch.softmax(component_log_prob, dim=-1).reshape(-1, component_log_prob.shape[-1]).mean(0))
     neg_ent = (rbar * torch.log(rbar + 1e-8)).sum()
     log_c = math.log(rbar.shape[0])
     return neg_ent / log_c if log_c > 1 else neg_ent
@@ -79,7 +80,7 @@ class PriorDraw:
     @staticmethod
     def of(prior: Distribution, n: int, dim: int) -> "PriorDraw":
         idx = prior.sample_components(n) if isinstance(prior, DiagonalGaussianMixture) else None
-        return PriorDraw(idx, torch.randn(n, dim))
+        return PriorDraw(idx, example_noise((n, dim), 0))
 
     def latents(self, prior: Distribution) -> torch.Tensor:
         """z = m + exp(l / 2) eps of the drawn components, with gradient to the prior's m and l."""

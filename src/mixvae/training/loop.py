@@ -18,13 +18,12 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..data import Dataset
+from ..errors import TrainingDiverged
+from .. import parallel
+from ..distributions import batch_shard
 from ..objectives.base import Objective, StepContext
 from .checkpoint import load_checkpoint, save_checkpoint
 from .optim import make_optimizer
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite and the policy is to stop."""
 
 
 @dataclass
@@ -50,11 +49,17 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """Drop records of steps after ``step`` (written after the checkpoint we resume from)."""
+        """Drop records of steps after ``step`` (written after the checkpoint we resume from), and a
+        last line cut short by a crash."""
         if self.path is None or not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line)
+            except ValueError:
+                continue
         self.path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -71,6 +76,9 @@ class Trainer:
         self.steps_per_epoch = data.steps_per_epoch(t.batch_size)
         self.total_steps = t.max_steps if t.max_steps is not None else t.epochs * self.steps_per_epoch
         self.state = LoopState()
+        if world > 1:   # BatchNorm statistics of the global batch (before optimizers see the parameters)
+            for m in objective.modules().values():
+                parallel.sync_batchnorm(m)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         for name in objective.players():
@@ -88,10 +96,7 @@ class Trainer:
         params = self.objective.players()[name]
         lr = self.objective.player_lr(name) or t.lr
         opt = make_optimizer(t.optimizer, params, lr, t.betas)
-        if self.world > 1:
-            from .distributed import GradientAveraging
-            opt = GradientAveraging(opt)
-        self.optimizers[name] = opt
+        self.optimizers[name] = parallel.GradientAveraging(opt) if self.world > 1 else opt
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(t.lr_milestones), gamma=t.lr_gamma)
         step = self.state.step if hasattr(self, "state") else 0
         if step:  # a player created mid-run: milestones already passed still count
@@ -154,10 +159,14 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
     def resume(self) -> None:
-        """Continue from ``checkpoints/latest.pt`` of the run folder."""
+        """Continue from ``checkpoints/latest.pt`` of the run folder (from the start if the run was
+        stopped before its first checkpoint: the state built from the config is the step-0 state)."""
         path = self.run_dir / "checkpoints" / "latest.pt"
-        self.restore(load_checkpoint(path))
+        if path.exists() or path.with_name("latest.prev.pt").exists():
+            self.restore(load_checkpoint(path))
         if self.rank == 0:
+            for tmp in path.parent.glob(".*.tmp"):   # writes cut short by a crash
+                tmp.unlink(missing_ok=True)
             self.log.truncate_after(self.state.step)
 
     # ------------------------------------------------------------------ validation
@@ -233,9 +242,11 @@ class Trainer:
                 ctx = StepContext(step=s.step, epoch=epoch, steps_per_epoch=self.steps_per_epoch,
                                   warmup=self.warmup_progress(s.step, epoch), optimizers=self.optimizers,
                                   reset_player=self._build_player, in_warmup=self.in_warmup(s.step, epoch))
-                metrics = self.objective.step(x.to(self.device), ctx)
+                with batch_shard(self.rank, self.world):
+                    metrics = self.objective.step(x.to(self.device), ctx)
                 bad = self._check_finite(metrics, s.step)
-                if bad:
+                if parallel.any_process(bad is not None):
+                    bad = bad or f"step {s.step}: a loss term is not finite in another process"
                     if t.nan_policy == "stop":
                         raise TrainingDiverged(bad + " (train.nan_policy = stop)")
                     self._rollback(bad)
@@ -251,6 +262,9 @@ class Trainer:
                 s.seconds, started = s.seconds + (now - started), now
                 if s.step % t.log_every == 0 or s.step == self.total_steps:
                     avg = {k: v / count for k, v in running.items()}
+                    if self.world > 1:   # averaged over processes (each saw its share of the batch)
+                        vec = parallel.global_mean(torch.tensor(list(avg.values()), dtype=torch.float64))
+                        avg = dict(zip(avg, vec.tolist()))
                     lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
                     self.log.write({"step": s.step, "epoch": epoch + 1, "split": "train", **avg,
                                     "lr": lr, "time": round(s.seconds, 2)})
