@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.config import load_config  # noqa: E402
-from mixvae.grid import finished, mean_std, replace_between, run_cell  # noqa: E402
+from mixvae.grid import finished, mean_std, run_cell  # noqa: E402
 
 METHODS = {
     "vae": "VAE",
@@ -35,7 +35,6 @@ METHODS = {
 }
 DATA = {"mnist": "MNIST", "fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 RESULTS = ROOT / "results" / "sintro_images"
-BEGIN, END = "<!-- sintro-images-table:begin -->", "<!-- sintro-images-table:end -->"
 
 
 def overrides(preset: Path, args, seed: int) -> list[str]:
@@ -123,8 +122,6 @@ def main() -> None:
     text = table(results)
     results.mkdir(parents=True, exist_ok=True)
     (results / "TABLE.md").write_text(text + "\n")
-    if results == RESULTS:
-        replace_between(ROOT / "README.md", BEGIN, END, text)
     print(text)
 
 

@@ -1,4 +1,4 @@
-"""The VampPrior results table on dynamic MNIST at a CPU budget, written into the README.
+"""The VampPrior results table on dynamic MNIST at a CPU budget (results/vampprior/TABLE.md).
 
 Every row trains its preset from configs/vampprior/ with the same budget (epochs, warm-up) and
 seeds, reloads the best checkpoint (validation ELBO), and evaluates the importance-sampled test
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mixvae.grid import finished, mean_std, replace_between, run_cell  # noqa: E402
+from mixvae.grid import finished, mean_std, run_cell  # noqa: E402
 
 ROWS = {  # row key -> (label, preset)
     "vae_standard": ("VAE + standard prior", "vae_standard_dynamic_mnist.yaml"),
@@ -30,7 +30,6 @@ ROWS = {  # row key -> (label, preset)
     "hvae_vampprior": ("HVAE + VampPrior (K=500)", "hvae_vampprior_dynamic_mnist.yaml"),
 }
 RESULTS = ROOT / "results" / "vampprior"
-BEGIN, END = "<!-- vampprior-table:begin -->", "<!-- vampprior-table:end -->"
 
 
 def run_row(key: str, seed: int, epochs: int, warmup: int, samples: int, data_dir, work: Path) -> dict:
@@ -75,9 +74,8 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    replace_between(ROOT / "README.md", BEGIN, END, text)
-    (RESULTS / "TABLE.md").write_text(text + "\n")
+def write_table(text: str) -> None:
+    (RESULTS / "TABLE.md").write_text(text + "\n")   # experiments/readme_tables.py copies it into the README
 
 
 def main() -> None:
@@ -100,7 +98,7 @@ def main() -> None:
                 print(f"{key} seed {seed}: test LL {r['test_ll']:.2f}, AU {r['active_units']}, "
                       f"{r['train_seconds'] / 60:.1f} min", flush=True)
     text = table()
-    write_readme(text)
+    write_table(text)
     print(text)
 
 
