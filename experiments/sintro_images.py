@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--channels", nargs="+", type=int, default=[16, 32])
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--fid-samples", type=int, default=5000)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra overrides for every cell")
     ap.add_argument("--tag", default="cpu", help="names this budget in the cell folders")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "sintro-images")
@@ -112,7 +113,7 @@ def main() -> None:
                 for m in args.methods:
                     preset = Path("configs/sintro") / f"{d}_{m}.yaml"
                     name = f"{d}-{m}-{args.tag}-seed{seed}"
-                    r = run_cell(preset, overrides(preset, args, seed), args.work / name, results / "cells" / name,
+                    r = run_cell(preset, overrides(preset, args, seed) + args.overrides, args.work / name, results / "cells" / name,
                                  args.data_dir, meta=dict(data=d, method=m, tag=args.tag, seed=seed, epochs=args.epochs,
                                                           warmup_epochs=args.warmup_epochs, channels=args.channels,
                                                           train_subset=args.train_subset))

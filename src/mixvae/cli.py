@@ -1,4 +1,4 @@
-"""The ``mixvae`` command: train, eval, sample, export, bench2d, demo.
+"""The ``mixvae`` command: train, eval, sample, interpolate, export, bench2d, demo.
 
 Bad input (a config, an argument, a data file) ends with one line on stderr and exit code 2.
 """
@@ -67,6 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="number of samples")
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", choices=("auto", "best", "latest"), default="auto")
+    p.add_argument("--weights", type=Path, default=None, help="use these safetensors weights (from mixvae export)")
+    _add_common(p)
+
+    p = sub.add_parser("interpolate", help="pictures of interpolations between encoded test images, or latent walks",
+                       description="Interpolate linearly between the posterior means of pairs of test images "
+                       "(one row per pair), or with --walk move one test image's code along chosen latent "
+                       "dimensions by -k..k posterior standard deviations (one row per dimension).")
+    p.add_argument("run", type=Path)
+    p.add_argument("--out", type=Path, default=Path("interpolations.png"))
+    p.add_argument("--pairs", type=int, default=8, help="image pairs (rows)")
+    p.add_argument("--steps", type=int, default=10, help="pictures per row")
+    p.add_argument("--walk", action="store_true", help="latent walks instead of interpolations")
+    p.add_argument("--dims", type=int, nargs="+", default=None, help="latent dimensions to walk (default: the first 8)")
+    p.add_argument("-k", type=float, default=20.0, help="walk from -k to +k posterior standard deviations (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the test images")
     p.add_argument("--checkpoint", choices=("auto", "best", "latest"), default="auto")
     p.add_argument("--weights", type=Path, default=None, help="use these safetensors weights (from mixvae export)")
     _add_common(p)
@@ -203,6 +219,35 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_interpolate(args) -> int:
+    import torch
+
+    from . import runs
+    from .viz import interpolations, latent_walk, save_grid
+
+    _positive("--pairs", args.pairs)
+    _positive("--steps", args.steps)
+    run = runs.open_run(args.run, args.data_dir, args.checkpoint, weights=args.weights)
+    if not run.data.is_image or not hasattr(run.model, "encoder"):
+        raise UserError(f"{args.run}: interpolate needs a single-level model of images")
+    dims = args.dims if args.dims is not None else list(range(min(8, run.model.latent_dim)))
+    bad = [d for d in dims if not 0 <= d < run.model.latent_dim]
+    if bad:
+        raise UserError(f"--dims {bad} is not valid; expected latent dimensions in [0, {run.model.latent_dim - 1}]")
+    test = run.data.test
+    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))
+    x = run.data.scale(test.get(idx[: 2 * args.pairs])).to(run.device)
+    if args.walk:
+        grid = latent_walk(run.model, x[:1], dims, args.k, args.steps)
+    else:
+        pairs = min(args.pairs, x.shape[0] // 2)
+        grid = interpolations(run.model, x[:pairs], x[pairs:2 * pairs], args.steps)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_grid(run.data.unscale(grid), args.out, nrow=args.steps)
+    print(str(args.out))
+    return 0
+
+
 def cmd_export(args) -> int:
     from . import runs
 
@@ -235,7 +280,7 @@ def cmd_bench2d(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": cmd_demo, "bench2d": cmd_bench2d,
-            "export": cmd_export}
+            "export": cmd_export, "interpolate": cmd_interpolate}
 
 
 def main(argv=None) -> int:

@@ -64,8 +64,9 @@ class ModelConfig:
     latent_dim: int = _range(1, None, default=40)        # top latent (the one the prior sits on)
     lower_latent_dim: int = _range(1, None, default=40)  # z1 of the two-level models
     hidden: list[int] = field(default_factory=lambda: [300, 300])   # MLP widths (first layer first)
-    channels: list[int] = field(default_factory=lambda: [64, 128])  # conv widths per resolution stage
+    channels: list[int] = field(default_factory=lambda: [64, 128])  # resnet: widths per stage; resnetv2: [width, bottleneck]
     stages: Optional[int] = _range(1, None, default=None)  # resnetv2: down/up-sampling stages (default from size)
+    bn_mode: Literal["batch", "frozen"] = "batch"     # resnetv2 / PatchGAN BatchNorm: batch statistics, or a fixed affine map
     likelihood: Literal["auto", "bernoulli", "logistic", "gaussian", "gaussian-learned"] = "auto"
     gaussian_logvar: float = 0.0                      # fixed log-variance of the 'gaussian' likelihood
     prior: PriorConfig = field(default_factory=PriorConfig)
@@ -98,7 +99,7 @@ class TrainConfig:
 class EvalConfig:
     ll_samples: int = _range(1, None, default=5000)   # importance samples per image
     ll_chunk: int = _range(1, None, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
-    fid_samples: int = _range(2, None, default=5000)
+    fid_samples: int = _range(0, None, default=5000)   # images for FID of samples / reconstructions (0 skips)
     samples_grid: int = _range(1, None, default=64)
     toy_grid: int = _range(2, None, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
 
@@ -128,6 +129,7 @@ class SoftIntroConfig:
 
 @dataclass
 class GamixConfig:
+    mode: Literal["gamix", "vae"] = "gamix"             # vae: the same network as a plain VAE (no discriminator)
     w_rec: float = _range(0.0, None, default=5000.0)
     w_kl: float = _range(0.0, None, default=1.0)
     w_var: float = _range(0.0, None, default=0.1)
@@ -136,7 +138,9 @@ class GamixConfig:
     disc_start: int = _range(0, None, default=0)
     adaptive_weight: bool = False
     moments_with_variance: bool = False
-    disc_lr: Optional[float] = _range(0.0, None, default=None)
+    disc_lr: Optional[float] = _range(0.0, None, default=None)     # default: train.lr
+    disc_width: int = _range(1, None, default=128)
+    disc_dropout: float = _range(0.0, 1.0, default=0.25)
     kl_samples: int = _range(1, None, default=16)      # KL to a mixture prior (non-standard priors)
 
 
@@ -247,6 +251,11 @@ def _check(cfg: Config, where: str) -> Config:
         raise UserError(f"{where}: train.epochs = 0 and no train.max_steps; expected a positive budget")
     if any(s < 0 for s in t.lr_milestones):
         raise UserError(f"{where}: train.lr_milestones = {t.lr_milestones} is not valid; expected step numbers >= 0")
+    if cfg.eval.fid_samples == 1:
+        raise UserError(f"{where}: eval.fid_samples = 1 is not valid; expected 0 (skip FID) or at least 2 images")
+    if m.arch == "resnetv2" and len(m.channels) != 2:
+        raise UserError(f"{where}: model.channels = {m.channels} is not valid for model.arch = 'resnetv2'; "
+                        "expected [width, bottleneck]")
     if m.arch in ("hvae", "convhvae") and cfg.train.objective != "elbo":
         raise UserError(f"{where}: model.arch = {m.arch!r} is only trained with train.objective = 'elbo'")
     return cfg

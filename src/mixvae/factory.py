@@ -9,7 +9,7 @@ from .config import Config
 from .data import Dataset, load_dataset
 from .errors import UserError
 from .models import HVAE, VAE, LatentVariableModel, LikelihoodHead
-from .nets import sintro, vamp
+from .nets import gamix, sintro, vamp
 from .priors import VAMPPRIOR_INIT, MoGPrior, Prior, StandardNormalPrior, VampPrior
 
 
@@ -81,11 +81,19 @@ def build_model(cfg: Config, data: Dataset) -> LatentVariableModel:
                             f"{data.shape[1]}x{data.shape[2]} is not divisible by {down}")
         return VAE(sintro.ResNetEncoder(data.shape, m.latent_dim, m.channels),
                    sintro.ResNetDecoder(data.shape, m.latent_dim, m.channels), prior, head, data.shape)
+    if m.arch == "resnetv2":
+        if not data.is_image:
+            raise UserError(f"model.arch = 'resnetv2' needs image data; data.name = {cfg.data.name!r} has shape {data.shape}")
+        width, bottleneck = m.channels
+        net = dict(width=width, bottleneck=bottleneck, stages=m.stages, bn_mode=m.bn_mode)
+        return VAE(gamix.ResNetV2Encoder(data.shape, m.latent_dim, **net),
+                   gamix.ResNetV2Decoder(data.shape, m.latent_dim, ppp, **net), prior, head, data.shape)
     raise UserError(f"model.arch = {m.arch!r} is not available yet")
 
 
 def build_objective(cfg: Config, model: LatentVariableModel):
     from .objectives.elbo import ELBO
+    from .objectives.gamix import Gamix
     from .objectives.soft_intro import SoftIntroVAE
     if cfg.train.objective == "elbo":
         return ELBO(model, analytic_kl=cfg.elbo.analytic_kl)
@@ -93,6 +101,16 @@ def build_objective(cfg: Config, model: LatentVariableModel):
         if not hasattr(model, "encoder"):
             raise UserError(f"train.objective = 'sintro' needs a single-level model; model.arch = {cfg.model.arch!r}")
         return SoftIntroVAE(model, cfg.sintro)
+    if cfg.train.objective == "gamix":
+        if not hasattr(model, "encoder"):
+            raise UserError(f"train.objective = 'gamix' needs a single-level model; model.arch = {cfg.model.arch!r}")
+        if len(model.data_shape) != 3:
+            raise UserError("train.objective = 'gamix' needs image data (its discriminator is a PatchGAN)")
+        g = cfg.gamix
+        disc = None
+        if g.mode == "gamix":
+            disc = gamix.PatchGAN(model.data_shape, g.disc_width, g.disc_dropout, bn_mode=cfg.model.bn_mode)
+        return Gamix(model, disc, g, g.mode)
     raise UserError(f"train.objective = {cfg.train.objective!r} is not available yet")
 
 

@@ -23,6 +23,7 @@ from .errors import UserError
 from .factory import build_data, build_model, build_objective, resolve_device
 from .metrics.latent import active_units, mode_usage, posterior_mean_variance
 from .metrics.likelihood import bits_per_dim, log_likelihood
+from .metrics.reconstruction import latent_statistics, reconstruction_report
 from . import parallel
 from .parallel import ProcessInfo
 from .training.checkpoint import load_checkpoint
@@ -56,6 +57,8 @@ def prepare(cfg: Config, data_dir=None, run_dir: Optional[Path] = None) -> Run:
     except (RuntimeError, MemoryError) as e:   # e.g. widths or a latent size far too large to allocate
         raise UserError(f"cannot build the model of this config: {str(e).splitlines()[0][:160]}") from None
     objective = build_objective(cfg, model)
+    for m in objective.modules().values():     # e.g. a discriminator built by the objective
+        m.to(device)
     return Run(cfg, data, model, objective, run_dir, device)
 
 
@@ -251,6 +254,10 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
             z_tr = sampled_latents(model, (x.to(run.device) for x in data.eval_batches("train", batch_size)))
             z_te = sampled_latents(model, batches())
         out["probes"] = probe_report(z_tr, lab("train"), z_te, lab(split))
+    if data.is_image:
+        out.update(reconstruction_report(model, batches(), data.unscale))
+    if cfg.train.objective == "gamix":
+        out["latent_stats"] = latent_statistics(model, batches())
     au = active_units(posterior_mean_variance(model, batches()))
     out["active_units"] = sum(au.values())
     if len(au) > 1:

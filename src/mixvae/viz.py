@@ -81,8 +81,34 @@ def save_density_2d(density: np.ndarray, box: float, path: str | Path, title: st
 
 
 @torch.no_grad()
+def interpolations(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """Decoded (1 - t) mu(x_a) + t mu(x_b) for t in linspace(0, 1, steps): (pairs * steps, *data_shape),
+    one row per pair (x_a, x_b: (pairs, *data_shape))."""
+    za, zb = model.encode(x_a).mu, model.encode(x_b).mu
+    t = torch.linspace(0, 1, steps, device=za.device).view(1, steps, 1)
+    z = (1 - t) * za.unsqueeze(1) + t * zb.unsqueeze(1)                      # (pairs, steps, D)
+    return model.decode(z.reshape(-1, z.shape[-1])).mean
+
+
+@torch.no_grad()
+def latent_walk(model, x: torch.Tensor, dims: list[int], k: float = 20.0, steps: int = 9) -> torch.Tensor:
+    """For one image x (1, *data_shape): decode mu + j sigma_d e_d for j in linspace(-k, k, steps)
+    along each latent dimension d in ``dims`` (sigma_d: the image's posterior standard deviation),
+    one row per dimension: (len(dims) * steps, *data_shape)."""
+    q = model.encode(x)
+    mu, sd = q.mu[0], q.stddev[0]
+    rows = []
+    for d in dims:
+        z = mu.repeat(steps, 1)
+        z[:, d] = mu[d] + torch.linspace(-k, k, steps, device=mu.device) * sd[d]
+        rows.append(z)
+    return model.decode(torch.cat(rows)).mean
+
+
+@torch.no_grad()
 def save_run_pictures(model, data, run_dir: str | Path, n: int = 64) -> list[Path]:
-    """samples.png, reconstructions.png (originals above, reconstructions below) and, for a
+    """samples.png, reconstructions.png (originals above, reconstructions below), interpolations.png
+    (single-level models: 8 pairs of test images, 10 steps between their posterior means) and, for a
     VampPrior, pseudo_inputs.png; for 2D data a scatter of data, samples and the latent space."""
     run_dir = Path(run_dir)
     was_training = model.training
@@ -98,6 +124,10 @@ def save_run_pictures(model, data, run_dir: str | Path, n: int = 64) -> list[Pat
         k = min(32, x.shape[0])
         rec = model.reconstruct(x[:k])
         out.append(save_grid(data.unscale(torch.cat([x[:k], rec])), run_dir / "reconstructions.png", nrow=min(k, 16)))
+        pairs = min(8, x.shape[0] // 2)
+        if pairs and hasattr(model, "encoder"):
+            grid = interpolations(model, x[:pairs], x[pairs:2 * pairs])
+            out.append(save_grid(data.unscale(grid), run_dir / "interpolations.png", nrow=10))
         prior = model.prior
         if hasattr(prior, "pseudo_inputs"):
             u = prior.pseudo_inputs()[:n]

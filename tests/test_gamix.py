@@ -1,0 +1,143 @@
+"""GAMIX-VAE objective: each loss term by hand, which player gets which gradient, short runs."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mixvae import runs
+from mixvae.config import GamixConfig, config_from_dict
+from mixvae.distributions import DiagonalGaussian, DiagonalGaussianMixture
+from mixvae.objectives.base import StepContext
+from mixvae.objectives.gamix import (batch_mixture_kl, discriminator_loss, generator_loss, l1_reconstruction,
+                                     moment_matching_kl, variance_regulariser)
+
+
+def test_l1_and_adversarial_terms_by_hand():
+    x, y = torch.tensor([[0.0, 1.0], [2.0, -1.0]]), torch.tensor([[0.5, 1.0], [1.0, 1.0]])
+    assert l1_reconstruction(x, y).item() == pytest.approx((0.5 + 0 + 1 + 2) / 4)
+    real, fake = torch.tensor([[2.0, -1.0]]), torch.tensor([[0.5, 3.0]])
+    sig = torch.sigmoid
+    want_d = -(torch.log(sig(real)).mean() + torch.log(1 - sig(fake)).mean())
+    assert discriminator_loss(real, fake).item() == pytest.approx(want_d.item(), rel=1e-6)
+    assert generator_loss(fake).item() == pytest.approx(-torch.log(sig(fake)).mean().item(), rel=1e-6)
+    assert discriminator_loss(real, fake, "hinge").item() == pytest.approx(
+        (F.relu(1 - real).mean() + F.relu(1 + fake).mean()).item())
+    assert generator_loss(fake, "hinge").item() == pytest.approx(-fake.mean().item())
+
+
+def test_moment_matching_kl_is_zero_exactly_for_zero_mean_unit_variance_batches():
+    torch.manual_seed(0)
+    mu = torch.randn(64, 5)
+    mu = (mu - mu.mean(0)) / mu.std(0, unbiased=False)          # batch mean 0, biased variance 1
+    assert moment_matching_kl(mu).item() == pytest.approx(0.0, abs=1e-5)
+    # individual means are far from 0, yet nothing pulls them: only the batch distribution counts
+    assert mu.abs().max() > 1.5
+    # by hand for a shifted, scaled batch
+    shifted = 0.5 * mu + 2.0
+    zm, zv = shifted.mean(0), shifted.var(0, unbiased=False)
+    want = 0.5 * (zv + zm ** 2 - 1 - torch.log(zv)).sum()
+    torch.testing.assert_close(moment_matching_kl(shifted), want)
+    assert moment_matching_kl(shifted).item() > 1.0
+    # with the posterior variances added to the aggregate variance
+    extra = torch.full((5,), 0.25)
+    zv2 = zv + extra
+    torch.testing.assert_close(moment_matching_kl(shifted, extra), 0.5 * (zv2 + zm ** 2 - 1 - torch.log(zv2)).sum())
+
+
+def test_variance_regulariser_is_minimal_at_unit_variance():
+    lv = torch.zeros(3, 4, requires_grad=True)
+    value = variance_regulariser(lv)
+    assert value.item() == 0.0
+    value.backward()
+    assert lv.grad.abs().max() == 0
+    for v in (-2.0, -0.1, 0.1, 3.0):
+        assert variance_regulariser(torch.full((3, 4), v)).item() > 0
+    torch.testing.assert_close(variance_regulariser(torch.full((2, 3), math.log(2.0))),
+                               torch.tensor(3 * (2.0 - math.log(2.0) - 1)))
+
+
+def test_batch_mixture_kl_vanishes_when_the_prior_is_the_batch_mixture():
+    torch.manual_seed(0)
+    mu, lv = torch.randn(6, 2), 0.3 * torch.randn(6, 2)
+    q = DiagonalGaussian(mu, lv)
+    same = DiagonalGaussianMixture(torch.zeros(6), mu, lv)
+    assert abs(batch_mixture_kl(q, same, 50).item()) < 1e-5
+    far = DiagonalGaussianMixture(torch.zeros(1), torch.full((1, 2), 4.0), torch.zeros(1, 2))
+    assert batch_mixture_kl(q, far, 50).item() > 5
+
+
+def tiny_cfg(mode="gamix", **gamix):
+    return config_from_dict({
+        "seed": 0, "data": {"name": "digits", "scale": "symmetric"},
+        "model": {"arch": "resnetv2", "channels": [8, 4], "latent_dim": 6},
+        "train": {"objective": "gamix", "max_steps": 6, "batch_size": 16, "lr": 1e-3, "betas": [0.5, 0.999]},
+        "gamix": {"mode": mode, "disc_width": 8, **gamix},
+        "eval": {"fid_samples": 10},
+    })
+
+
+class Recorder:
+    def __init__(self, name, params, modules, log):
+        self.name, self.modules, self.log = name, modules, log
+        self.param_groups = [{"params": params}]
+
+    def step(self):
+        names = {f"{m}.{n}" for m, mod in self.modules.items() for n, p in mod.named_parameters()
+                 if p.grad is not None and p.grad.abs().sum() > 0}
+        self.log.append((self.name, names))
+        for mod in self.modules.values():
+            mod.zero_grad(set_to_none=True)
+
+
+def test_each_player_gets_only_its_own_gradient():
+    run = runs.prepare(tiny_cfg())
+    obj = run.objective
+    log = []
+    opts = {k: Recorder(k, v, obj.modules(), log) for k, v in obj.players().items()}
+    obj.step(next(run.data.train_batches(0, 0, 16)), StepContext(0, 0, 1, 1.0, opts))
+    got = dict(log)
+    assert got["discriminator"] and all(n.startswith("discriminator.") for n in got["discriminator"])
+    assert got["autoencoder"] and all(n.startswith("model.") for n in got["autoencoder"])
+    assert any(".decoder." in n for n in got["autoencoder"]) and any(".encoder." in n for n in got["autoencoder"])
+
+
+def test_disc_start_and_vae_mode_skip_the_discriminator():
+    run = runs.prepare(tiny_cfg(disc_start=3))
+    opts = {k: torch.optim.Adam(v, 1e-3) for k, v in run.objective.players().items()}
+    x = next(run.data.train_batches(0, 0, 16))
+    before = [p.detach().clone() for p in run.objective.players()["discriminator"]]
+    m0 = run.objective.step(x, StepContext(0, 0, 1, 1.0, opts))
+    assert "disc" not in m0
+    assert all(torch.equal(a, b) for a, b in zip(before, run.objective.players()["discriminator"]))
+    assert "disc" in run.objective.step(x, StepContext(3, 0, 1, 1.0, opts))
+    vae = runs.prepare(tiny_cfg("vae"))
+    assert set(vae.objective.players()) == {"autoencoder"}
+    q = vae.model.encode(x)
+    torch.testing.assert_close(vae.objective.latent_kl(q), q.kl_standard_normal().mean())
+
+
+def test_adaptive_weight_balances_the_last_layer_gradients():
+    run = runs.prepare(tiny_cfg(adaptive_weight=True, adv_loss="hinge"))
+    opts = {k: torch.optim.Adam(v, 1e-3) for k, v in run.objective.players().items()}
+    out = run.objective.step(next(run.data.train_batches(0, 0, 16)), StepContext(0, 0, 1, 1.0, opts))
+    assert 0 < out["adv_weight"] <= 1e4 and math.isfinite(out["loss"])
+
+
+@pytest.mark.parametrize("mode,prior", [("gamix", "standard"), ("gamix", "mog"), ("vae", "standard")])
+def test_short_runs_train_and_evaluate(tmp_path, mode, prior):
+    cfg = tiny_cfg(mode)
+    cfg.model.prior.kind, cfg.model.prior.components = prior, 3
+    with_fid = prior == "standard" and mode == "gamix"     # FID costs seconds: once is enough here
+    cfg.eval.fid_samples = 10 if with_fid else 0
+    summary = runs.train(cfg, tmp_path / "r", progress=False)
+    for k in (("fid_samples", "fid_reconstructions") if with_fid else ()) + ("rec_l1", "psnr"):
+        assert math.isfinite(summary[k]), k
+    stats = summary["latent_stats"]
+    assert len(stats["sigma2"]) == 6 and stats["sigma2_avg"] > 0
+    for name in ("samples.png", "reconstructions.png", "interpolations.png", "eval.json"):
+        assert (tmp_path / "r" / name).exists()
+    assert json.loads((tmp_path / "r" / "eval.json").read_text())["psnr"] == summary["psnr"]
+    reloaded = runs.open_run(tmp_path / "r")
+    assert ("discriminator" in reloaded.objective.modules()) == (mode == "gamix")
