@@ -1,52 +1,46 @@
 """Speed and memory of mixvae's workloads, printed as ratios (run: make bench).
 
-For each workload: the time of mixvae's implementation, the time of a straightforward
-plain-PyTorch implementation of the same maths kept in this file (the baseline), the
-achieved GFLOP/s from an analytic FLOP count and its fraction of the machine's measured fp32
-matmul peak, and peak memory (RSS growth) of the measured call. One table on stdout, plus JSON
-(``--json FILE``). FLOP convention: 2 per multiply-add; a training step counts forward + backward
-as 3x the forward matmul FLOPs.
+For each workload: the time of mixvae's implementation (median over repeated calls), the time of a
+straightforward plain-PyTorch implementation of the same maths kept in ``baselines.py``, the
+achieved GFLOP/s and its fraction of the machine's fp32 matmul peak (measured here at the shapes
+the workloads use), and the peak memory: the growth of the process's peak RSS while mixvae's
+workload runs, each workload in a fresh process. FLOPs: the matrix-product and convolution FLOPs
+of one call of mixvae's implementation, counted from the operator shapes by
+``torch.utils.flop_counter`` (2 per multiply-add, backward included); elementwise work is not
+counted, so the fraction of peak is a lower bound on how busy the machine is.
 
-    python benchmarks/run.py                 # everything
-    python benchmarks/run.py --only vae      # workloads whose name contains 'vae'
+    python benchmarks/run.py                         # everything (about 10 minutes on 2 cores)
+    python benchmarks/run.py --only vae              # workloads whose name contains 'vae'
+    python benchmarks/run.py --json out.json --docs docs/performance.md
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import math
+import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from mixvae.config import config_from_dict  # noqa: E402
-from mixvae.data.datasets import Dataset, Split  # noqa: E402
-from mixvae.factory import build_model, build_objective  # noqa: E402
-from mixvae.metrics.likelihood import log_likelihood  # noqa: E402
-from mixvae.objectives.base import StepContext  # noqa: E402
-from mixvae.training.optim import make_optimizer  # noqa: E402
-
-import baselines  # noqa: E402
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
-def timeit(fn, min_time: float = 2.0, warmup: int = 3) -> float:
-    """Median seconds per call over repeated calls lasting at least ``min_time`` in total."""
+def timeit(fn, min_time: float = 2.0, warmup: int = 2, min_calls: int = 5) -> float:
+    """Median seconds per call over at least ``min_calls`` calls lasting at least ``min_time``."""
     for _ in range(warmup):
         fn()
     times = []
     start = time.perf_counter()
-    while time.perf_counter() - start < min_time or len(times) < 5:
+    while time.perf_counter() - start < min_time or len(times) < min_calls:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -59,7 +53,7 @@ def peak_rss_mb() -> float:
 
 
 def matmul_peak(shapes) -> float:
-    """Best fp32 GFLOP/s over the matmul shapes the workloads use."""
+    """Best fp32 GFLOP/s over the given (m, k, n) matrix-product shapes."""
     best = 0.0
     for m, k, n in shapes:
         a, b = torch.randn(m, k), torch.randn(k, n)
@@ -68,110 +62,112 @@ def matmul_peak(shapes) -> float:
     return best
 
 
-def fake_mnist(n: int = 1000) -> Dataset:
-    x = (torch.rand(n, 1, 28, 28) < 0.2).to(torch.uint8)
-    s = Split(x, 1.0)
-    return Dataset("mnist", "binary", s, s, s)
+PEAK_SHAPES = [(100, 784, 600), (100, 300, 600), (100, 300, 784), (600, 784, 600), (4096, 300, 784),
+               (512, 256, 256), (1024, 256, 256), (6272, 576, 64)]
 
 
-def mlp_vae_forward_flops(batch: int, hidden=(300, 300), latent=40, d=784, components=0) -> float:
-    """Forward matmul FLOPs of the gated MLP VAE (gated layers count twice) plus the VampPrior's
-    encoder pass over K pseudo-inputs and the (N, K) mixture matrix products."""
-    h1, h2 = hidden
-    enc = d * 2 * h1 + h1 * 2 * h2 + h2 * 2 * latent
-    dec = latent * 2 * h2 + h2 * 2 * h1 + h1 * d
-    flops = 2 * batch * (enc + dec)
-    if components:
-        flops += 2 * components * enc + 2 * 2 * batch * components * latent
-    return flops
+def count_flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
 
 
-def vae_step_workload(prior: str, arch: str = "vae", batch: int = 100):
-    cfg = config_from_dict({"model": {"arch": arch, "prior": {"kind": prior, "components": 500}}})
-    data = fake_mnist()
+def worker(name: str) -> dict:
+    """Run one workload in this (fresh) process and return its measurements."""
+    import workloads
     torch.manual_seed(0)
-    model = build_model(cfg, data)
-    obj = build_objective(cfg, model)
-    opt = {"model": make_optimizer("adam", obj.players()["model"], 5e-4, (0.9, 0.999))}
-    ctx = StepContext(0, 0, 1, 1.0, opt)
-    x = data.train.get(slice(0, batch))
-    return lambda: obj.step(x, ctx)
+    spec = workloads.WORKLOADS[name]()
+    rss0 = peak_rss_mb()
+    t = timeit(spec.fn, **spec.timing)
+    mem = peak_rss_mb() - rss0
+    flops = spec.flops if spec.flops is not None else count_flops(spec.fn)
+    tb = timeit(spec.baseline, **spec.timing) if spec.baseline is not None else None
+    return {"workload": spec.label, "key": name, "ms": t * 1e3, "baseline_ms": None if tb is None else tb * 1e3,
+            "speedup_vs_baseline": None if tb is None else tb / t, "flops": flops, "peak_rss_growth_mb": mem,
+            "note": spec.note}
 
 
 def run(only: str | None) -> dict:
+    import workloads
     torch.manual_seed(0)
-    results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}}
-    peak = matmul_peak([(100, 784, 600), (100, 300, 600), (100, 300, 784), (4096, 300, 784), (512, 256, 256)])
-    results["matmul_peak_gflops"] = peak
+    res = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                       "threads": torch.get_num_threads(), "cpu": _cpu_name(), "cores": os.cpu_count()},
+           "command": "python benchmarks/run.py" + (f" --only {only}" if only else ""),
+           "date": time.strftime("%Y-%m-%d")}
+    peak = matmul_peak(PEAK_SHAPES)
+    res["matmul_peak_gflops"] = peak
     rows = []
-
-    def record(name, fn, baseline_fn, flops, note=""):
+    for name in workloads.WORKLOADS:
         if only and only not in name:
-            return
-        gc.collect()
-        rss0 = peak_rss_mb()
-        t = timeit(fn)
-        mem = peak_rss_mb() - rss0
-        tb = timeit(baseline_fn) if baseline_fn is not None else None
-        row = {"workload": name, "ms": t * 1e3, "baseline_ms": None if tb is None else tb * 1e3,
-               "speedup_vs_baseline": None if tb is None else tb / t,
-               "gflops": flops / t / 1e9 if flops else None,
-               "fraction_of_peak": flops / t / 1e9 / peak if flops else None,
-               "peak_rss_growth_mb": mem, "note": note}
+            continue
+        out = subprocess.run([sys.executable, __file__, "--worker", name], capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"workload {name} failed:\n{out.stderr[-3000:]}")
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["gflops"] = row["flops"] / (row["ms"] / 1e3) / 1e9 if row["flops"] else None
+        row["fraction_of_peak"] = row["gflops"] / peak if row["gflops"] else None
         rows.append(row)
-        print(f"  measured {name}: {t * 1e3:.1f} ms", file=sys.stderr, flush=True)
-
-    std_step = vae_step_workload("standard")
-    record("vae step, standard prior (batch 100)", std_step, baselines.vae_step("standard"),
-           3 * mlp_vae_forward_flops(100))
-    record("vae step, VampPrior K=500 (batch 100)", vae_step_workload("vampprior"), baselines.vae_step("vampprior"),
-           3 * mlp_vae_forward_flops(100, components=500))
-    record("hvae step, VampPrior K=500 (batch 100)", vae_step_workload("vampprior", "hvae"), None, None)
-
-    cfg = config_from_dict({"model": {"arch": "vae", "prior": {"kind": "vampprior", "components": 500}}})
-    torch.manual_seed(0)
-    model = build_model(cfg, fake_mnist()).eval()
-    x = fake_mnist(8).test.get()
-    S = 5000
-    ll_flops = 2 * 8 * S * (40 * 600 + 300 * 600 + 300 * 784 + 2 * 500 * 40)
-    record("log-likelihood, S=5000, VampPrior (8 images)", lambda: log_likelihood(model, x, S),
-           baselines.log_likelihood(model, x, S), ll_flops)
-
-    results["workloads"] = rows
-    by = {r["workload"]: r for r in rows}
-    a, b = "vae step, standard prior (batch 100)", "vae step, VampPrior K=500 (batch 100)"
-    if a in by and b in by:
-        results["vampprior_over_standard_step"] = by[b]["ms"] / by[a]["ms"]
-        results["vampprior_over_standard_step_baseline"] = by[b]["baseline_ms"] / by[a]["baseline_ms"]
-        results["vampprior_over_standard_flops"] = (mlp_vae_forward_flops(100, components=500) / mlp_vae_forward_flops(100))
-    return results
+        print(f"  measured {name}: {row['ms']:.1f} ms", file=sys.stderr, flush=True)
+    res["workloads"] = rows
+    by = {r["key"]: r for r in rows}
+    if "vae_standard" in by and "vae_vampprior" in by:
+        a, b = by["vae_standard"], by["vae_vampprior"]
+        res["vampprior_over_standard_step"] = b["ms"] / a["ms"]
+        res["vampprior_over_standard_step_baseline"] = b["baseline_ms"] / a["baseline_ms"]
+        res["vampprior_over_standard_flops"] = b["flops"] / a["flops"]
+    return res
 
 
-def print_table(res: dict) -> None:
-    print(f"\nmachine: {res['machine']}; fp32 matmul peak {res['matmul_peak_gflops']:.1f} GFLOP/s\n")
-    print(f"| workload | mixvae ms | baseline ms | speed-up | GFLOP/s | % of peak | peak RSS growth MB |")
-    print("|---|---|---|---|---|---|---|")
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def table(res: dict) -> str:
+    m = res["machine"]
     f = lambda v, fmt: "–" if v is None else format(v, fmt)
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), Python "
+             f"{m['python']}; measured fp32 matmul peak **{res['matmul_peak_gflops']:.1f} GFLOP/s**. "
+             f"Command: `{res['command']}` ({res['date']}).", "",
+             "| workload | mixvae ms | plain ms | speed-up | GFLOP/s | % of peak | peak RSS growth MB | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in res["workloads"]:
-        print(f"| {r['workload']} | {r['ms']:.2f} | {f(r['baseline_ms'], '.2f')} | {f(r['speedup_vs_baseline'], '.2f')}x | "
-              f"{f(r['gflops'], '.1f')} | {f(None if r['fraction_of_peak'] is None else 100 * r['fraction_of_peak'], '.0f')} | "
-              f"{r['peak_rss_growth_mb']:.0f} |")
+        pct = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
+        lines.append(f"| {r['workload']} | {r['ms']:.2f} | {f(r['baseline_ms'], '.2f')} | "
+                     f"{f(r['speedup_vs_baseline'], '.2f')}x | {f(r['gflops'], '.1f')} | {f(pct, '.0f')} | "
+                     f"{r['peak_rss_growth_mb']:.0f} | {r['note']} |")
     if "vampprior_over_standard_step" in res:
-        print(f"\nVampPrior(K=500) step / standard step: {res['vampprior_over_standard_step']:.2f} "
-              f"(FLOP ratio {res['vampprior_over_standard_flops']:.2f}; plain baseline "
-              f"{res['vampprior_over_standard_step_baseline']:.2f})")
+        lines += ["", f"VampPrior(K=500) step / standard-prior step: **{res['vampprior_over_standard_step']:.2f}** "
+                      f"(FLOP ratio {res['vampprior_over_standard_flops']:.2f}; plain implementation "
+                      f"{res['vampprior_over_standard_step_baseline']:.2f})."]
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=None, help="run only workloads whose name contains this text")
+    ap.add_argument("--only", default=None, help="run only workloads whose key contains this text")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
+    ap.add_argument("--docs", type=Path, default=None, help="write the table into this Markdown file's bench markers")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker)))
+        return
     res = run(args.only)
-    print_table(res)
+    text = table(res)
+    print("\n" + text)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
+    if args.docs:
+        from mixvae.grid import replace_between
+        if not replace_between(args.docs, BEGIN, END, text):
+            raise SystemExit(f"{args.docs} has no {BEGIN} ... {END} markers")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,44 @@ def test_each_player_gets_only_its_own_gradient():
     assert any(".decoder." in n for n in got["autoencoder"]) and any(".encoder." in n for n in got["autoencoder"])
 
 
+def test_both_losses_by_hand_with_separate_passes():
+    cfg = tiny_cfg(disc_dropout=0.0)
+    cfg.model.bn_mode = "frozen"        # no batch statistics: one pass over [x, x_hat] equals two passes
+    run = runs.prepare(cfg)
+    obj, c = run.objective, cfg.gamix
+    x = next(run.data.train_batches(0, 0, 16))
+    got = {}
+
+    class Keep:
+        def __init__(self, name, params):
+            self.name, self.param_groups = name, [{"params": params}]
+
+        def step(self):
+            got[self.name] = [p.grad.clone() for p in self.param_groups[0]["params"]]
+
+    opts = {k: Keep(k, v) for k, v in obj.players().items()}
+    torch.manual_seed(4)
+    obj.step(x, StepContext(0, 0, 1, 1.0, opts))
+    # by hand, with the same noise
+    torch.manual_seed(4)
+    m, D = run.model, obj.discriminator
+    mu, logvar = m.encoder(x)
+    x_hat = m.decoder(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))[:, 0]
+    bce = F.binary_cross_entropy_with_logits
+    d_real, d_fake = D(x), D(x_hat.detach())
+    loss_d = c.w_adv * (bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake)))
+    zm, zv = mu.mean(0), mu.var(0, unbiased=False)
+    g = D(x_hat)
+    loss_g = (c.w_rec * (x - x_hat).abs().mean() + 0.5 * (zv + zm ** 2 - 1 - torch.log(zv)).sum()
+              + c.w_var * (logvar.exp() - logvar - 1).sum(1).mean() + c.w_adv * bce(g, torch.ones_like(g)))
+    want_d = torch.autograd.grad(loss_d, obj.players()["discriminator"])
+    want_g = torch.autograd.grad(loss_g, obj.players()["autoencoder"])
+    for a, b in zip(got["discriminator"], want_d):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(got["autoencoder"], want_g):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_disc_start_and_vae_mode_skip_the_discriminator():
     run = runs.prepare(tiny_cfg(disc_start=3))
     opts = {k: torch.optim.Adam(v, 1e-3) for k, v in run.objective.players().items()}

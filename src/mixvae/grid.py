@@ -34,12 +34,13 @@ def run_cell(preset: Path, overrides: list[str], work: Path, dest: Path, data_di
     if (dest / "eval.json").exists():
         return json.loads((dest / "eval.json").read_text())
     cfg = load_config(preset, overrides)
+    commit = git_commit(Path(__file__).resolve().parent)     # the code that trains this cell
     resume = (work / "checkpoints" / "latest.pt").exists()
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
     summary = runs.train(cfg, work, data_dir, resume=resume, progress=progress)
     command = f"mixvae train {preset.as_posix()} " + " ".join(f"--set {o}" for o in overrides)
-    summary.update(meta or {}, command=command, commit=git_commit(Path(__file__).resolve().parent))
+    summary.update(meta or {}, command=command, commit=commit)
     dest.mkdir(parents=True, exist_ok=True)
     for name in KEEP:
         if (work / name).exists():

@@ -166,8 +166,12 @@ class VampPrior(MixturePrior):
     def forward(self) -> DiagonalGaussianMixture:
         if not self._encoder:
             raise RuntimeError("VampPrior has no encoder: call attach_encoder first")
-        q = self._encoder[0](self.pseudo_inputs())
-        return DiagonalGaussianMixture(self.logits, q.mu, q.logvar)
+        return self.mixture(self._encoder[0](self.pseudo_inputs()))
+
+    def mixture(self, q_u: DiagonalGaussian) -> DiagonalGaussianMixture:
+        """The prior from the encoder's posteriors at the pseudo-inputs, q(z|u_k) with (K, D) parameters
+        (for callers that encode the pseudo-inputs together with a batch)."""
+        return DiagonalGaussianMixture(self.logits, q_u.mu, q_u.logvar)
 
 
 # Authors' per-data-set initialisation of the pseudo-input pixels, N(mean, std).

@@ -28,6 +28,21 @@ class LatentVariableModel(nn.Module, ABC):
         self.likelihood = likelihood
         self.set_prior(prior)
 
+    def encode_with_prior(self, x: torch.Tensor) -> tuple[DiagonalGaussian, Distribution]:
+        """(q(z|x), the prior distribution). A VampPrior's pseudo-inputs go through the encoder in one
+        pass with x (bigger matrix products, half the passes) unless the model has BatchNorm,
+        whose statistics would then mix the two sets."""
+        p = self.prior
+        if isinstance(p, VampPrior) and not self._has_batchnorm():
+            n = x.shape[0]
+            q = self.encode(torch.cat([x, p.pseudo_inputs().to(x.dtype)]))
+            return (DiagonalGaussian(q.mu[:n], q.logvar[:n]),
+                    p.mixture(DiagonalGaussian(q.mu[n:], q.logvar[n:])))
+        return self.encode(x), p()
+
+    def _has_batchnorm(self) -> bool:
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())
+
     def set_prior(self, prior: Prior) -> None:
         """Install a prior (e.g. after converting a VampPrior to a MoG); binds VampPriors to the encoder."""
         self.prior = prior

@@ -36,13 +36,12 @@ class HVAE(LatentVariableModel):
         return self.likelihood(self.decoder(z1, z2))
 
     def log_weights(self, x, num_samples=1, prior=None, analytic_kl=False):
-        q2 = self.encode(x)
+        q2, p2 = (self.encode(x), prior) if prior is not None else self.encode_with_prior(x)
         z2 = q2.rsample((num_samples,))                    # (S, N, D2)
         q1 = self.encode_lower(x, z2)
         z1 = q1.rsample()                                  # (S, N, D1)
         p1 = DiagonalGaussian(*self.prior1(z2))
         log_px = self.likelihood(self.decoder(z1, z2)).log_prob(x)
-        p2 = self.prior() if prior is None else prior
         kl = q1.log_prob(z1) - p1.log_prob(z1) + q2.log_prob(z2) - p2.log_prob(z2)
         return log_px, kl
 

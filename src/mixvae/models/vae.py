@@ -26,12 +26,11 @@ class VAE(LatentVariableModel):
         return self.likelihood(self.decoder(z))
 
     def log_weights(self, x, num_samples=1, prior=None, analytic_kl=False):
-        q = self.encode(x)
+        q, p = (self.encode(x), prior) if prior is not None else self.encode_with_prior(x)
         z = q.rsample((num_samples,))                      # (S, N, D)
         log_px = self.decode(z).log_prob(x)                # (S, N)
         if analytic_kl and isinstance(self.prior, StandardNormalPrior):
             kl = q.kl_standard_normal().expand_as(log_px)
         else:
-            p = self.prior() if prior is None else prior
             kl = q.log_prob(z) - p.log_prob(z)
         return log_px, kl

@@ -140,7 +140,7 @@ class Gamix(Objective):
             # real and reconstructed images through the discriminator in one batch (BatchNorm sees both)
             logits = self.discriminator(torch.cat([x, x_hat]))
             real, fake = logits[: x.shape[0]], logits[x.shape[0]:]
-            loss_d = c.w_adv * discriminator_loss(real, fake.detach(), c.adv_loss)
+            loss_d = c.w_adv * discriminator_loss(real, fake, c.adv_loss)   # its gradient goes to D only (below)
             adv = generator_loss(fake, c.adv_loss)
             weight = self._adaptive_weight(rec, adv) if c.adaptive_weight else 1.0
             loss_g = loss_g + c.w_adv * weight * adv

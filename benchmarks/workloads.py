@@ -1,0 +1,128 @@
+"""The benchmarked workloads: each builds mixvae's implementation and its plain baseline on the same
+inputs and returns a :class:`Workload` (see run.py for how they are measured)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+import baselines
+from mixvae.config import config_from_dict, load_config
+from mixvae.data.datasets import Dataset, Split
+from mixvae.factory import build_model, build_objective
+from mixvae.metrics.likelihood import log_likelihood
+from mixvae.objectives.base import StepContext
+from mixvae.training.optim import make_optimizer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class Workload:
+    label: str
+    fn: Callable[[], object]
+    baseline: Optional[Callable[[], object]] = None
+    flops: Optional[float] = None          # None: counted on one call of fn
+    note: str = ""
+    timing: dict = field(default_factory=dict)
+
+
+def fake_images(n: int, shape=(1, 28, 28), binary: bool = True) -> Dataset:
+    x = torch.rand(n, *shape)
+    s = Split((x < 0.2).to(torch.uint8), 1.0) if binary else Split(x, 1.0)
+    return Dataset("mnist" if binary else "fashion-mnist", "binary" if binary else "continuous", s, s, s)
+
+
+def _step(cfg, data, x, in_warmup=False):
+    model = build_model(cfg, data)
+    obj = build_objective(cfg, model)
+    opts = {k: make_optimizer(cfg.train.optimizer, v, cfg.train.lr, cfg.train.betas) for k, v in obj.players().items()}
+    return obj, opts, (lambda: obj.step(x, StepContext(1000, 10, 100, 1.0, opts, in_warmup=in_warmup)))
+
+
+def vae_step(prior: str, arch: str = "vae") -> Workload:
+    cfg = config_from_dict({"model": {"arch": arch, "prior": {"kind": prior, "components": 500}}})
+    data = fake_images(1000)
+    x = data.train.get(slice(0, 100))
+    _, _, fn = _step(cfg, data, x)
+    base = baselines.vae_step(prior) if arch == "vae" else None
+    label = f"{arch.upper()} step, {'VampPrior K=500' if prior == 'vampprior' else 'standard prior'} (batch 100)"
+    return Workload(label, fn, base, note="gated MLP 784-300-300-40")
+
+
+def log_likelihood_workload(images: int = 8, memory_only: bool = False) -> Workload:
+    cfg = config_from_dict({"model": {"arch": "vae", "prior": {"kind": "vampprior", "components": 500}}})
+    model = build_model(cfg, fake_images(10)).eval()
+    x = fake_images(images).test.get()
+    fn = lambda: log_likelihood(model, x, 5000)
+    if memory_only:
+        return Workload(f"log-likelihood, S=5000, VampPrior, {images} images (memory)", fn,
+                        note="one call: peak memory does not grow with the number of images",
+                        timing=dict(min_time=0.0, warmup=0, min_calls=1))
+    return Workload(f"log-likelihood, S=5000, VampPrior K=500 ({images} images)", fn,
+                    baselines.log_likelihood(model, x, 5000), note="chunks of 4096 (image, sample) pairs",
+                    timing=dict(min_time=2.0, warmup=1, min_calls=3))
+
+
+def sintro_2d() -> Workload:
+    """Adversarial-phase iteration with a learned MoG(64) (after conversion, clipping on)."""
+    cfg = load_config(CONFIGS / "sintro" / "2d_8gaussians_learned_prior.yaml",
+                      ["model.prior.kind=mog", "model.prior.learn_weights=true"])
+    from mixvae.data import load_dataset
+    data = load_dataset("8gaussians")
+    x = data.sampler(512, torch.Generator().manual_seed(0))
+    obj, _, fn = _step(cfg, data, x)
+    with torch.no_grad():
+        obj.model.prior.logvars.normal_(0, 0.3)        # distinct variances, as after a conversion
+    return Workload("Soft-IntroVAE 2D iteration, learned MoG(64) (batch 512)", fn, baselines.soft_intro_2d(),
+                    note="MLP 2-256x4-2, 100-sample KLs")
+
+
+def sintro_images(batch: int = 32) -> Workload:
+    cfg = load_config(CONFIGS / "sintro" / "mnist_learned_prior.yaml",
+                      ["model.prior.kind=mog", "model.prior.learn_weights=true", "data.binarize=none"])
+    data = fake_images(200, binary=False)
+    x = data.train.get(slice(0, batch))
+    obj, _, fn = _step(cfg, data, x)
+    with torch.no_grad():
+        obj.model.prior.logvars.normal_(0, 0.3)        # distinct variances, as after a conversion
+    base_model = build_model(cfg, data)
+    base = baselines.soft_intro_images(base_model.encoder, base_model.decoder, 32, cfg.model.prior.components, x)
+    return Workload(f"Soft-IntroVAE image iteration 28x28, learned MoG(10) (batch {batch})", fn, base,
+                    note="ResNet widths [64, 128], z 32", timing=dict(min_time=3.0, warmup=1, min_calls=3))
+
+
+def gamix_iteration(batch: int = 32) -> Workload:
+    cfg = load_config(CONFIGS / "gamix" / "cifar10_32.yaml", ["data.name=npz"])
+    data = fake_images(200, shape=(3, 32, 32), binary=False)
+    x = data.train.get(slice(0, batch)) * 2 - 1
+    obj, _, fn = _step(cfg, data, x)
+    from mixvae.nets.gamix import PatchGAN
+    m = build_model(cfg, data)
+    base = baselines.gamix(m.encoder, m.decoder, PatchGAN(data.shape, cfg.gamix.disc_width), x)
+    return Workload(f"GAMIX iteration 32x32 (batch {batch})", fn, base,
+                    note="ResNetV2 width 32, PatchGAN width 32", timing=dict(min_time=3.0, warmup=1, min_calls=3))
+
+
+def fid_features(images: int = 50) -> Workload:
+    from mixvae.metrics.fid import InceptionFeatures, load_inception
+    x = torch.rand(images, 1, 28, 28)
+    ext = InceptionFeatures()
+    return Workload(f"FID Inception features, {images} images 28x28 -> 299x299", lambda: ext.features(x),
+                    baselines.inception_features(load_inception(), x), note="InceptionV3 pool features",
+                    timing=dict(min_time=3.0, warmup=1, min_calls=3))
+
+
+WORKLOADS: dict[str, Callable[[], Workload]] = {
+    "vae_standard": lambda: vae_step("standard"),
+    "vae_vampprior": lambda: vae_step("vampprior"),
+    "hvae_vampprior": lambda: vae_step("vampprior", "hvae"),
+    "ll_vampprior": lambda: log_likelihood_workload(8),
+    "ll_memory_512": lambda: log_likelihood_workload(512, memory_only=True),
+    "sintro_2d": sintro_2d,
+    "sintro_images": sintro_images,
+    "gamix": gamix_iteration,
+    "fid_features": fid_features,
+}
