@@ -39,6 +39,14 @@ def paper_parameter_counts() -> str:
             f"PatchGAN {keras_param_count(PatchGAN((3, 256, 256))):,} (paper: 412,101), counted as Keras does.")
 
 
+def _col(rs: list[dict], f, digits: int) -> str:
+    """mean ± std of f over the cells, '–' when a cell lacks the metric (e.g. FID skipped)."""
+    try:
+        return mean_std([f(r) for r in rs], digits)
+    except (KeyError, TypeError):
+        return "–"
+
+
 def table(results: Path = RESULTS) -> str:
     cells = finished(results / "cells")
     if not cells:
@@ -59,7 +67,7 @@ def table(results: Path = RESULTS) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (d, tag, m), rs in sorted(groups.items(), key=lambda g: (list(DATA).index(g[0][0]), g[0][1], list(METHODS).index(g[0][2]))):
-        col = lambda f, digits=3: mean_std([f(r) for r in rs], digits)
+        col = lambda f, digits=3: _col(rs, f, digits)
         r0 = rs[0]
         budget = f"{r0['steps']} steps, batch {r0['batch_size']}"
         seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
@@ -67,7 +75,7 @@ def table(results: Path = RESULTS) -> str:
         lines.append(
             f"| {DATA[d]} | {METHODS[m]} | {budget} | {seeds} | {col(lambda r: r['rec_l1'], 4)} | "
             f"{col(lambda r: r['psnr'], 2)} | {col(lambda r: r['fid_reconstructions'], 1)} | "
-            f"{col(lambda r: r['fid_samples'], 1)} | {r0['fid_images']} | {col(ls('sigma2_avg'), 4)} | "
+            f"{col(lambda r: r['fid_samples'], 1)} | {r0.get('fid_images', '–')} | {col(ls('sigma2_avg'), 4)} | "
             f"{col(ls('sigma2_median'), 4)} | {col(ls('mu_var_avg'), 3)} | {col(ls('mu_mean_abs_avg'), 3)} | "
             f"{col(lambda r: r['train_seconds'] / 60, 1)} min |")
     lines += ["", paper_parameter_counts()]
@@ -99,8 +107,8 @@ def main() -> None:
                     r = run_cell(preset, [f"seed={seed}"] + args.overrides, args.work / name, results / "cells" / name,
                                  args.data_dir, meta=dict(data=d, method=m, tag=args.tag, seed=seed,
                                                           batch_size=cfg.train.batch_size))
-                    print(f"{name}: L1 {r['rec_l1']:.4f}, PSNR {r['psnr']:.2f}, FID recs {r['fid_reconstructions']:.1f}, "
-                          f"samples {r['fid_samples']:.1f}, sigma2 {r['latent_stats']['sigma2_avg']:.4f}", flush=True)
+                    print(f"{name}: L1 {r['rec_l1']:.4f}, PSNR {r['psnr']:.2f}, FID recs {r.get('fid_reconstructions')}, "
+                          f"samples {r.get('fid_samples')}, sigma2 {r['latent_stats']['sigma2_avg']:.4f}", flush=True)
                     (results / "TABLE.md").write_text(table(results) + "\n")
     text = table(results)
     results.mkdir(parents=True, exist_ok=True)

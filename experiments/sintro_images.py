@@ -51,6 +51,14 @@ def overrides(preset: Path, args, seed: int) -> list[str]:
     return out
 
 
+def _col(rs: list[dict], f, digits: int) -> str:
+    """mean ± std of f over the cells, '–' when a cell lacks the metric (e.g. FID skipped)."""
+    try:
+        return mean_std([f(r) for r in rs], digits)
+    except (KeyError, TypeError):
+        return "–"
+
+
 def table(results: Path = RESULTS) -> str:
     cells = finished(results / "cells")
     if not cells:
@@ -73,7 +81,7 @@ def table(results: Path = RESULTS) -> str:
     ]
     order = list(DATA)
     for (d, tag, m), rs in sorted(groups.items(), key=lambda g: (order.index(g[0][0]), g[0][1], list(METHODS).index(g[0][2]))):
-        col = lambda f, digits=3: mean_std([f(r) for r in rs], digits)
+        col = lambda f, digits=3: _col(rs, f, digits)
         r0 = rs[0]
         budget = (f"{r0['epochs']} ep ({r0['warmup_epochs']} warm-up), widths {r0['channels']}"
                   + (f", {r0['train_subset']} train images" if r0.get("train_subset") else ""))
@@ -81,7 +89,7 @@ def table(results: Path = RESULTS) -> str:
         seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
         lines.append(
             f"| {DATA[d]} | {METHODS[m]} | {budget} | {seeds} | {col(lambda r: r['fid_samples'], 1)} | "
-            f"{col(lambda r: r['fid_reconstructions'], 1)} | {r0['fid_images']} | "
+            f"{col(lambda r: r['fid_reconstructions'], 1)} | {r0.get('fid_images', '–')} | "
             f"{col(lambda r: r['probes']['svm_few'])} | {col(lambda r: r['probes']['svm_many'])} | "
             f"{col(lambda r: r['probes']['knn_few'])} | {col(lambda r: r['probes']['knn_many'])} | {inactive} | "
             f"{col(lambda r: r['train_seconds'] / 60, 1)} min |")

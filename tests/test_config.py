@@ -41,6 +41,10 @@ def test_yaml_float_forms_and_overrides(tmp_path):
     ("train:\n  epochs: 3\n", ["train.epochs.x=1"], "'epochs' is a value, not a section"),
     ("train:\n  shuffle: true\n", [], "expected one of: objective, epochs"),
     ("model:\n  arch: hvae\ntrain:\n  objective: sintro\n", [], "only trained with train.objective = 'elbo'"),
+    ("train:\n  objective: sintro\nsintro:\n  convert_to_mog_step: 5\n", [], "converts a VampPrior"),
+    ("train:\n  objective: sintro\nsintro:\n  r_ent: 10\n", [], "expected a mixture prior or r_ent = 0"),
+    ("model:\n  arch: resnetv2\n  channels: [8]\n", [], "expected [width, bottleneck]"),
+    ("eval:\n  fid_samples: 1\n", [], "expected 0 (skip FID) or at least 2"),
 ])
 def test_bad_configs_name_the_key_and_expectation(tmp_path, text, overrides, fragment):
     p = write(tmp_path, text)

@@ -62,8 +62,9 @@ def preset_path(configs: Path, data: str, method: str) -> Path:
 
 def run(out: Path, configs: Path, datasets=DATASETS, methods=DEFAULT_METHODS, seeds: int = 3,
         iterations: int = 6000, first_seed: Optional[int] = None, work: Optional[Path] = None,
-        data_dir=None, progress: bool = False, log=print, warmup: int = 2000) -> str:
-    """Run every missing cell, then write and return the table."""
+        data_dir=None, progress: bool = False, log=print, warmup: int = 2000, extra: tuple[str, ...] = ()) -> str:
+    """Run every missing cell, then write and return the table. ``extra``: --set overrides for every
+    cell (part of each cell's recorded command)."""
     for m in methods:
         if m not in METHODS:
             raise UserError(f"method {m!r} is not known; expected one of: {', '.join(METHODS)}")
@@ -81,7 +82,7 @@ def run(out: Path, configs: Path, datasets=DATASETS, methods=DEFAULT_METHODS, se
                 if (out / "cells" / name / "eval.json").exists():
                     continue
                 t0 = time.perf_counter()
-                r = run_cell(preset, budget.overrides(preset) + [f"seed={seed}"], work / name, out / "cells" / name,
+                r = run_cell(preset, budget.overrides(preset) + [f"seed={seed}"] + list(extra), work / name, out / "cells" / name,
                              data_dir, meta=dict(data=d, method=m, seed=seed, iterations=iterations, warmup=budget.warmup), progress=progress)
                 log(f"{name}: KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "
                     f"({time.perf_counter() - t0:.0f} s)")
@@ -103,7 +104,8 @@ def table(out: Path) -> str:
         "learning-rate milestones compressed as `mixvae.bench2d` describes; batch 512, Adam 2e-4, MLP 2-256x4-2, z = 2; "
         "betas per data set as in the presets `configs/sintro/2d_<data>_<method>.yaml`. KL and JSD: the authors' "
         "histogram formulas (100x100 density bins, 5000 real vs 5000 generated points); KL/JSD mass: the textbook "
-        "divergences of the bin masses in nats; gnELBO x1e7 on a 1024^2 grid + 12 800 real points. Lower is better "
+        f"divergences of the bin masses in nats; gnELBO x1e7 on a {'/'.join(str(g) for g in sorted({r['grid'] for r in cells}))}^2 "
+        "grid + 12 800 real points. Lower is better "
         "everywhere; mean ± std over the seeds listed. Time: training wall time on the 2-core CPU machine. "
         f"Written by `mixvae bench2d --iterations {budgets[-1][0]} --seeds N --out OUT`.",
         "",

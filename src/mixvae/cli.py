@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vae sintro learned_prior (default), fixed_mog, learned_prior_encoder")
     p.add_argument("--configs", type=Path, default=None, help="presets folder (default: ./configs, else the repo's)")
     p.add_argument("--work", type=Path, default=None, help="checkpoints of unfinished cells (default: OUT/work)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value in every cell (e.g. --set eval.toy_grid=256)")
     p.add_argument("--table-only", action="store_true", help="only rewrite the table and pictures")
     _add_common(p)
 
@@ -274,6 +276,7 @@ def cmd_bench2d(args) -> int:
     else:
         text = bench2d.run(args.out, configs, args.datasets or bench2d.DATASETS, args.methods or bench2d.DEFAULT_METHODS,
                            args.seeds, args.iterations, args.first_seed, args.work, args.data_dir, warmup=args.warmup,
+                           extra=tuple(args.overrides),
                            log=lambda s: print(s, file=sys.stderr, flush=True))
     print(text)
     return 0

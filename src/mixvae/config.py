@@ -251,6 +251,14 @@ def _check(cfg: Config, where: str) -> Config:
         raise UserError(f"{where}: train.epochs = 0 and no train.max_steps; expected a positive budget")
     if any(s < 0 for s in t.lr_milestones):
         raise UserError(f"{where}: train.lr_milestones = {t.lr_milestones} is not valid; expected step numbers >= 0")
+    si = cfg.sintro
+    if t.objective == "sintro" and (si.convert_to_mog_step is not None or si.convert_to_mog_epoch is not None) \
+            and m.prior.kind not in ("vampprior", "vampprior-data"):
+        raise UserError(f"{where}: sintro.convert_to_mog_step / _epoch converts a VampPrior, but model.prior.kind = "
+                        f"{m.prior.kind!r}; expected vampprior or vampprior-data (or no conversion)")
+    if t.objective == "sintro" and si.r_ent > 0 and m.prior.kind == "standard":
+        raise UserError(f"{where}: sintro.r_ent = {si.r_ent} regularises the responsibilities of a mixture prior, "
+                        "but model.prior.kind = 'standard'; expected a mixture prior or r_ent = 0")
     if cfg.eval.fid_samples == 1:
         raise UserError(f"{where}: eval.fid_samples = 1 is not valid; expected 0 (skip FID) or at least 2 images")
     if m.arch == "resnetv2" and len(m.channels) != 2:

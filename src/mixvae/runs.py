@@ -229,8 +229,9 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed + proc.rank)
-            ll = torch.cat([log_likelihood(model, x, ll_samples, cfg.eval.ll_chunk).cpu()
-                            for i, x in enumerate(batches()) if i % proc.world == proc.rank])
+            shares = (x[proc.rank::proc.world] for x in batches())          # every process its rows
+            ll = torch.cat([torch.zeros(0)] + [log_likelihood(model, x, ll_samples, cfg.eval.ll_chunk).cpu()
+                                               for x in shares if x.shape[0]])
         ll = parallel.gather_rows(ll)
         out.update({f"{split}_ll": ll.mean().item(),
                     f"{split}_ll_sem": (ll.std() / ll.numel() ** 0.5).item() if ll.numel() > 1 else 0.0,
