@@ -40,7 +40,8 @@ RESULTS = ROOT / "results" / "sintro_images"
 def overrides(preset: Path, args, seed: int) -> list[str]:
     cfg = load_config(preset)
     out = [f"seed={seed}", f"train.epochs={args.epochs}", f"train.warmup_epochs={args.warmup_epochs}",
-           f"model.channels=[{', '.join(str(c) for c in args.channels)}]", f"eval.fid_samples={args.fid_samples}"]
+           f"model.channels=[{', '.join(str(c) for c in args.channels)}]", f"eval.fid_samples={args.fid_samples}",
+           f"eval.fid_reconstructions={args.fid_reconstructions}"]
     if args.train_subset:
         out.append(f"data.train_subset={args.train_subset}")
     if cfg.sintro.convert_to_mog_epoch is not None:
@@ -69,13 +70,13 @@ def table(results: Path = RESULTS) -> str:
     lines = [
         "Soft-IntroVAE image runs at a CPU budget (every row of a data set trained alike; the budget is in the "
         "columns). FID (standard protocol: eval mode, 299x299, 2048-d pool features, offline weights) of prior "
-        "samples and of test reconstructions against the test images, n images each; probes: linear SVM (C 0.025, "
+        "samples (n) and of m test reconstructions against n test images; probes: linear SVM (C 0.025, "
         "2000 / 10000 iterations) and kNN (k 5 / 100) on one standardised sampled z per image, fit on the training "
         "split, accuracy on the test split; inactive modes: prior weight or mean responsibility < 1/C^2. Mean ± std "
         "over the seeds listed. Written by `python experiments/sintro_images.py` (the command of every cell is in "
         "its eval.json).",
         "",
-        "| data | method | budget | seeds | FID samples | FID recs | n | SVM few | SVM many | kNN k=5 | kNN k=100 "
+        "| data | method | budget | seeds | FID samples | FID recs | n / m | SVM few | SVM many | kNN k=5 | kNN k=100 "
         "| inactive modes | train time |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -89,7 +90,7 @@ def table(results: Path = RESULTS) -> str:
         seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
         lines.append(
             f"| {DATA[d]} | {METHODS[m]} | {budget} | {seeds} | {col(lambda r: r['fid_samples'], 1)} | "
-            f"{col(lambda r: r['fid_reconstructions'], 1)} | {r0.get('fid_images', '–')} | "
+            f"{col(lambda r: r['fid_reconstructions'], 1)} | {r0.get('fid_images', '–')} / {r0.get('fid_reconstructed_images', '–')} | "
             f"{col(lambda r: r['probes']['svm_few'])} | {col(lambda r: r['probes']['svm_many'])} | "
             f"{col(lambda r: r['probes']['knn_few'])} | {col(lambda r: r['probes']['knn_many'])} | {inactive} | "
             f"{col(lambda r: r['train_seconds'] / 60, 1)} min |")
@@ -105,7 +106,8 @@ def main() -> None:
     ap.add_argument("--warmup-epochs", type=int, default=1)
     ap.add_argument("--channels", nargs="+", type=int, default=[16, 32])
     ap.add_argument("--train-subset", type=int, default=None)
-    ap.add_argument("--fid-samples", type=int, default=5000)
+    ap.add_argument("--fid-samples", type=int, default=5000, help="prior samples for FID (and test images as reference)")
+    ap.add_argument("--fid-reconstructions", type=int, default=2000, help="reconstructed test images for FID")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra overrides for every cell")
     ap.add_argument("--tag", default="cpu", help="names this budget in the cell folders")
     ap.add_argument("--data-dir", default=None)

@@ -44,7 +44,7 @@ def script(name, *args):
 def test_sintro_images_script_tiny(tmp_path, data_dir):
     res = script("sintro_images.py", "--results", str(tmp_path / "r"), "--work", str(tmp_path / "w"), "--data", "mnist",
                  "--methods", "learned_prior_rent", "--train-subset", "256", "--epochs", "2", "--warmup-epochs", "1",
-                 "--channels", "4", "8", "--fid-samples", "16", "--data-dir", str(data_dir), "--set", "train.batch_size=64")
+                 "--channels", "4", "8", "--fid-samples", "16", "--fid-reconstructions", "8", "--data-dir", str(data_dir), "--set", "train.batch_size=64")
     assert res.returncode == 0, res.stderr[-2000:]
     row = [line for line in (tmp_path / "r" / "TABLE.md").read_text().splitlines() if line.startswith("| MNIST")]
     assert len(row) == 1 and "of 10" in row[0]                          # inactive modes of a MoG(10)

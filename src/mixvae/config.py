@@ -99,7 +99,8 @@ class TrainConfig:
 class EvalConfig:
     ll_samples: int = _range(1, None, default=5000)   # importance samples per image
     ll_chunk: int = _range(1, None, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
-    fid_samples: int = _range(0, None, default=5000)   # images for FID of samples / reconstructions (0 skips)
+    fid_samples: int = _range(0, None, default=5000)   # images for FID of prior samples (0 skips FID)
+    fid_reconstructions: Optional[int] = _range(2, None, default=None)   # images for FID of reconstructions (default: fid_samples)
     samples_grid: int = _range(1, None, default=64)
     toy_grid: int = _range(2, None, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
 

@@ -286,25 +286,28 @@ def evaluate_toy(run: Run, write: bool = True) -> dict:
 
 
 def evaluate_fid(run: Run, n: int, split: str, proc: ProcessInfo = ProcessInfo()) -> dict:
-    """FID (standard protocol) of n prior samples and of n reconstructions, both against n images of
-    the split (whose features are cached on disk when one process evaluates)."""
+    """FID (standard protocol) of n prior samples against n images of the split, and of the
+    reconstructions of m of those images (m = eval.fid_reconstructions, default n) against the same
+    n images. The split's features are cached on disk when one process evaluates."""
     from .metrics.fid import InceptionFeatures, fid_from_features
     data, model = run.data, run.model
     real = data.scale(getattr(data, split).get(slice(0, n))).to(run.device)
     n = real.shape[0]
+    m = min(n, run.cfg.eval.fid_reconstructions or n)
     feats = InceptionFeatures(run.device)
     t0 = time.perf_counter()
-    mine = [i for k, i in enumerate(range(0, n, 500)) if k % proc.world == proc.rank]   # this process's chunks
+    mine = lambda count: [i for k, i in enumerate(range(0, count, 500)) if k % proc.world == proc.rank]
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
         torch.manual_seed(run.cfg.seed + proc.rank)
-        samples = [model.sample(min(500, n - i)) for i in mine]
-        recs = [model.reconstruct(real[i:i + 500]) for i in mine]
+        samples = [model.sample(min(500, n - i)) for i in mine(n)]
+        recs = [model.reconstruct(real[i:min(i + 500, m)]) for i in mine(m)]
     features = lambda parts: parallel.gather_rows(torch.from_numpy(feats.features(data.unscale(torch.cat(parts))))
                                                   if parts else torch.zeros(0, 2048, dtype=torch.float64)).numpy()
     if proc.world == 1:
         f_real = feats.reference_features(data.unscale(real))
     else:
-        f_real = features([real[i:i + 500] for i in mine])
+        f_real = features([real[i:i + 500] for i in mine(n)])
     return {"fid_samples": fid_from_features(f_real, features(samples)),
             "fid_reconstructions": fid_from_features(f_real, features(recs)),
-            "fid_images": n, "fid_reference": f"{split} split", "fid_seconds": round(time.perf_counter() - t0, 1)}
+            "fid_images": n, "fid_reconstructed_images": m, "fid_reference": f"{split} split",
+            "fid_seconds": round(time.perf_counter() - t0, 1)}
