@@ -110,6 +110,8 @@ def train(cfg: Config, out: Path, data_dir=None, resume: bool = False, progress:
             create_run_dir(run, out, data_dir)
         except OSError as e:
             raise UserError(f"cannot create the run folder {out} ({e.strerror})") from None
+    elif proc.is_main:
+        save_config(cfg, out / "config.yaml")     # a resumed run may have changed its budget (--set)
     parallel.barrier()
     from .viz import save_run_pictures
     trainer = Trainer(cfg, run.objective, run.data, out, run.device, rank=proc.rank, world=proc.world,
