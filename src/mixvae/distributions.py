@@ -302,7 +302,9 @@ class BernoulliLikelihood(_Plain):
         return torch.sigmoid(self.logits)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return _sum_event(x * self.logits - F.softplus(self.logits), self.event_dims)
+        """sum x * logits - softplus(logits) over the event, as one fused binary cross-entropy."""
+        x = x.expand_as(self.logits) if x.shape != self.logits.shape else x
+        return -_sum_event(F.binary_cross_entropy_with_logits(self.logits, x, reduction="none"), self.event_dims)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
