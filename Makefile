@@ -29,7 +29,7 @@ test: env
 	$(PY) -m pytest
 
 bench: env
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --json benchmarks/results.json --docs docs/performance.md
 
 clean:
 	rm -rf $(VENV) runs/demo-*

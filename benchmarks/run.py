@@ -7,7 +7,9 @@ the workloads use), and the peak memory: the growth of the process's peak RSS wh
 workload runs, each workload in a fresh process. FLOPs: the matrix-product and convolution FLOPs
 of one call of mixvae's implementation, counted from the operator shapes by
 ``torch.utils.flop_counter`` (2 per multiply-add, backward included); elementwise work is not
-counted, so the fraction of peak is a lower bound on how busy the machine is.
+counted, so the fraction of peak is a lower bound on how busy the machine is. "Matmuls alone": the
+time the workload's matrix products take when timed alone at their own shapes, as a share of the
+workload's time (100% would mean everything but the matrix products is free).
 
     python benchmarks/run.py                         # everything (about 10 minutes on 2 cores)
     python benchmarks/run.py --only vae              # workloads whose name contains 'vae'
@@ -73,6 +75,34 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
+def matmul_time_at_shapes(fn) -> float | None:
+    """Seconds that the matrix products of one call of ``fn`` take when timed alone at their shapes
+    (mm, addmm, bmm; contiguous operands): the time the call would need if nothing else cost
+    anything. None if the call has no matrix products."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    aten = torch.ops.aten
+    shapes: dict[tuple, int] = {}
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (aten.mm.default, aten.addmm.default, aten.bmm.default):
+                a, b = (args[1], args[2]) if func is aten.addmm.default else (args[0], args[1])
+                key = (tuple(a.shape), tuple(b.shape))
+                shapes[key] = shapes.get(key, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    if not shapes:
+        return None
+    total = 0.0
+    for (sa, sb), count in shapes.items():
+        a, b = torch.randn(sa), torch.randn(sb)
+        op = torch.bmm if len(sa) == 3 else torch.mm
+        total += count * timeit(lambda: op(a, b), min_time=0.05, warmup=2, min_calls=5)
+    return total
+
+
 def worker(name: str) -> dict:
     """Run one workload in this (fresh) process and return its measurements."""
     import workloads
@@ -82,10 +112,25 @@ def worker(name: str) -> dict:
     t = timeit(spec.fn, **spec.timing)
     mem = peak_rss_mb() - rss0
     flops = spec.flops if spec.flops is not None else count_flops(spec.fn)
+    mm_time = matmul_time_at_shapes(spec.fn) if spec.matmul_share else None
     tb = timeit(spec.baseline, **spec.timing) if spec.baseline is not None else None
     return {"workload": spec.label, "key": name, "ms": t * 1e3, "baseline_ms": None if tb is None else tb * 1e3,
             "speedup_vs_baseline": None if tb is None else tb / t, "flops": flops, "peak_rss_growth_mb": mem,
+            "matmul_share": None if mm_time is None else mm_time / t,
             "note": spec.note}
+
+
+def profile(name: str) -> None:
+    """Where one workload's time goes (operators by self CPU time over 3 calls, after a warm-up)."""
+    import workloads
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    spec = workloads.WORKLOADS[name]()
+    spec.fn()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            spec.fn()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 def run(only: str | None) -> dict:
@@ -135,12 +180,13 @@ def table(res: dict) -> str:
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), Python "
              f"{m['python']}; measured fp32 matmul peak **{res['matmul_peak_gflops']:.1f} GFLOP/s**. "
              f"Command: `{res['command']}` ({res['date']}).", "",
-             "| workload | mixvae ms | plain ms | speed-up | GFLOP/s | % of peak | peak RSS growth MB | note |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| workload | mixvae ms | plain ms | speed-up | GFLOP/s | % of peak | matmuls alone | peak RSS growth MB | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in res["workloads"]:
         pct = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
         lines.append(f"| {r['workload']} | {r['ms']:.2f} | {f(r['baseline_ms'], '.2f')} | "
                      f"{f(r['speedup_vs_baseline'], '.2f')}x | {f(r['gflops'], '.1f')} | {f(pct, '.0f')} | "
+                     f"{f(None if r.get('matmul_share') is None else 100 * r['matmul_share'], '.0f')}{'%' if r.get('matmul_share') else ''} | "
                      f"{r['peak_rss_growth_mb']:.0f} | {r['note']} |")
     if "vampprior_over_standard_step" in res:
         lines += ["", f"VampPrior(K=500) step / standard-prior step: **{res['vampprior_over_standard_step']:.2f}** "
@@ -154,8 +200,12 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="run only workloads whose key contains this text")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
     ap.add_argument("--docs", type=Path, default=None, help="write the table into this Markdown file's bench markers")
+    ap.add_argument("--profile", default=None, metavar="KEY", help="print torch.profiler's table for one workload")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.profile:
+        profile(args.profile)
+        return
     if args.worker:
         print(json.dumps(worker(args.worker)))
         return
