@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.config import load_config  # noqa: E402
-from mixvae.grid import finished, mean_std, run_cell  # noqa: E402
+from mixvae.grid import Cell, column, grouped, run_grid  # noqa: E402
 
 DATA = {"cifar10_32": "CIFAR-10 32x32 (JPEG copy)", "frey_faces": "Frey Faces 28x20"}
 METHODS = {"gamix": "GAMIX-VAE", "vae": "plain VAE, same network"}
@@ -39,21 +39,10 @@ def paper_parameter_counts() -> str:
             f"PatchGAN {keras_param_count(PatchGAN((3, 256, 256))):,} (paper: 412,101), counted as Keras does.")
 
 
-def _col(rs: list[dict], f, digits: int) -> str:
-    """mean ± std of f over the cells, '–' when a cell lacks the metric (e.g. FID skipped)."""
-    try:
-        return mean_std([f(r) for r in rs], digits)
-    except (KeyError, TypeError):
-        return "–"
-
-
 def table(results: Path = RESULTS) -> str:
-    cells = finished(results / "cells")
-    if not cells:
+    groups = grouped(results, "data", "tag", "method")
+    if not groups:
         return "(no finished cells yet)"
-    groups: dict[tuple, list[dict]] = {}
-    for r in cells:
-        groups.setdefault((r["data"], r["tag"], r["method"]), []).append(r)
     lines = [
         "GAMIX-VAE vs the plain VAE of the same ResNetV2 network at a CPU budget (the budget of each row is in its "
         "preset plus the overrides in the cell's eval.json). Test split: L1 and PSNR of reconstructions from z = mu "
@@ -67,7 +56,7 @@ def table(results: Path = RESULTS) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (d, tag, m), rs in sorted(groups.items(), key=lambda g: (list(DATA).index(g[0][0]), g[0][1], list(METHODS).index(g[0][2]))):
-        col = lambda f, digits=3: _col(rs, f, digits)
+        col = lambda f, digits=3: column(rs, f, digits)
         r0 = rs[0]
         budget = f"{r0['steps']} steps, batch {r0['batch_size']}"
         seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
@@ -97,23 +86,15 @@ def main() -> None:
     results = args.results.resolve()
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo
     print(paper_parameter_counts(), flush=True)
-    if not args.table_only:
-        for seed in args.seeds:
-            for d in args.data:
-                for m in args.methods:
-                    preset = Path("configs/gamix") / (f"{d}.yaml" if m == "gamix" else f"{d}_vae.yaml")
-                    name = f"{d}-{m}-{args.tag}-seed{seed}"
-                    cfg = load_config(preset, args.overrides)
-                    r = run_cell(preset, [f"seed={seed}"] + args.overrides, args.work / name, results / "cells" / name,
-                                 args.data_dir, meta=dict(data=d, method=m, tag=args.tag, seed=seed,
-                                                          batch_size=cfg.train.batch_size))
-                    print(f"{name}: L1 {r['rec_l1']:.4f}, PSNR {r['psnr']:.2f}, FID recs {r.get('fid_reconstructions')}, "
-                          f"samples {r.get('fid_samples')}, sigma2 {r['latent_stats']['sigma2_avg']:.4f}", flush=True)
-                    (results / "TABLE.md").write_text(table(results) + "\n")
-    text = table(results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "TABLE.md").write_text(text + "\n")
-    print(text)
+    preset = lambda d, m: Path("configs/gamix") / (f"{d}.yaml" if m == "gamix" else f"{d}_vae.yaml")
+    cells = [] if args.table_only else [
+        Cell(f"{d}-{m}-{args.tag}-seed{seed}", preset(d, m), [f"seed={seed}"] + args.overrides,
+             dict(data=d, method=m, tag=args.tag, seed=seed,
+                  batch_size=load_config(preset(d, m), args.overrides).train.batch_size))
+        for seed in args.seeds for d in args.data for m in args.methods]
+    print(run_grid(cells, args.work, results, table, args.data_dir,
+                   summary=lambda r: f"L1 {r['rec_l1']:.4f}, PSNR {r['psnr']:.2f}, FID recs {r.get('fid_reconstructions')}, "
+                                     f"samples {r.get('fid_samples')}, sigma2 {r['latent_stats']['sigma2_avg']:.4f}"))
 
 
 if __name__ == "__main__":

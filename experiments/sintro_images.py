@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.config import load_config  # noqa: E402
-from mixvae.grid import finished, mean_std, run_cell  # noqa: E402
+from mixvae.grid import Cell, column, grouped, run_grid  # noqa: E402
 
 METHODS = {
     "vae": "VAE",
@@ -52,21 +52,10 @@ def overrides(preset: Path, args, seed: int) -> list[str]:
     return out
 
 
-def _col(rs: list[dict], f, digits: int) -> str:
-    """mean ± std of f over the cells, '–' when a cell lacks the metric (e.g. FID skipped)."""
-    try:
-        return mean_std([f(r) for r in rs], digits)
-    except (KeyError, TypeError):
-        return "–"
-
-
 def table(results: Path = RESULTS) -> str:
-    cells = finished(results / "cells")
-    if not cells:
+    groups = grouped(results, "data", "tag", "method")
+    if not groups:
         return "(no finished cells yet)"
-    groups: dict[tuple, list[dict]] = {}
-    for r in cells:
-        groups.setdefault((r["data"], r["tag"], r["method"]), []).append(r)
     lines = [
         "Soft-IntroVAE image runs at a CPU budget (every row of a data set trained alike; the budget is in the "
         "columns). FID (standard protocol: eval mode, 299x299, 2048-d pool features, offline weights) of prior "
@@ -82,7 +71,7 @@ def table(results: Path = RESULTS) -> str:
     ]
     order = list(DATA)
     for (d, tag, m), rs in sorted(groups.items(), key=lambda g: (order.index(g[0][0]), g[0][1], list(METHODS).index(g[0][2]))):
-        col = lambda f, digits=3: _col(rs, f, digits)
+        col = lambda f, digits=3: column(rs, f, digits)
         r0 = rs[0]
         budget = (f"{r0['epochs']} ep ({r0['warmup_epochs']} warm-up), widths {r0['channels']}"
                   + (f", {r0['train_subset']} train images" if r0.get("train_subset") else ""))
@@ -117,23 +106,15 @@ def main() -> None:
     args = ap.parse_args()
     results = args.results.resolve()
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo
-    if not args.table_only:
-        for seed in args.seeds:
-            for d in args.data:
-                for m in args.methods:
-                    preset = Path("configs/sintro") / f"{d}_{m}.yaml"
-                    name = f"{d}-{m}-{args.tag}-seed{seed}"
-                    r = run_cell(preset, overrides(preset, args, seed) + args.overrides, args.work / name, results / "cells" / name,
-                                 args.data_dir, meta=dict(data=d, method=m, tag=args.tag, seed=seed, epochs=args.epochs,
-                                                          warmup_epochs=args.warmup_epochs, channels=args.channels,
-                                                          train_subset=args.train_subset))
-                    print(f"{name}: FID samples {r['fid_samples']:.1f}, recs {r['fid_reconstructions']:.1f}, "
-                          f"SVM {r['probes']['svm_few']:.3f}, kNN {r['probes']['knn_few']:.3f}", flush=True)
-                    (results / "TABLE.md").write_text(table(results) + "\n")
-    text = table(results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "TABLE.md").write_text(text + "\n")
-    print(text)
+    cells = [] if args.table_only else [
+        Cell(f"{d}-{m}-{args.tag}-seed{seed}", Path("configs/sintro") / f"{d}_{m}.yaml",
+             overrides(Path("configs/sintro") / f"{d}_{m}.yaml", args, seed) + args.overrides,
+             dict(data=d, method=m, tag=args.tag, seed=seed, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+                  channels=args.channels, train_subset=args.train_subset))
+        for seed in args.seeds for d in args.data for m in args.methods]
+    print(run_grid(cells, args.work, results, table, args.data_dir,
+                   summary=lambda r: f"FID samples {r['fid_samples']:.1f}, recs {r['fid_reconstructions']:.1f}, "
+                                     f"SVM {r['probes']['svm_few']:.3f}, kNN {r['probes']['knn_few']:.3f}"))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Every row trains its preset from configs/vampprior/ with the same budget (epochs, warm-up) and
 seeds, reloads the best checkpoint (validation ELBO), and evaluates the importance-sampled test
 log-likelihood with S samples on the whole test set. Finished rows are kept under
-results/vampprior/ (eval.json, config.yaml, metrics.jsonl, pictures) so the table can be
+results/vampprior/cells/ (eval.json, config.yaml, metrics.jsonl, pictures) so the table can be
 completed over several sessions; a row whose eval.json exists is not re-run.
 
     python experiments/vampprior_table.py                      # all rows, 30 epochs, seed 0
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mixvae.grid import finished, mean_std, run_cell  # noqa: E402
+from mixvae.grid import Cell, grouped, mean_std, run_grid  # noqa: E402
 
 ROWS = {  # row key -> (label, preset)
     "vae_standard": ("VAE + standard prior", "vae_standard_dynamic_mnist.yaml"),
@@ -32,18 +32,14 @@ ROWS = {  # row key -> (label, preset)
 RESULTS = ROOT / "results" / "vampprior"
 
 
-def run_row(key: str, seed: int, epochs: int, warmup: int, samples: int, data_dir, work: Path) -> dict:
-    overrides = [f"train.epochs={epochs}", f"train.warmup_epochs={warmup}", f"seed={seed}",
-                 f"eval.ll_samples={samples}"]
-    return run_cell(Path("configs/vampprior") / ROWS[key][1], overrides, work / f"{key}-seed{seed}",
-                    RESULTS / f"{key}-seed{seed}", data_dir,
-                    meta=dict(row=key, seed=seed, epochs=epochs, warmup_epochs=warmup, preset=ROWS[key][1]))
+def cell(key: str, seed: int, epochs: int, warmup: int, samples: int) -> Cell:
+    overrides = [f"train.epochs={epochs}", f"train.warmup_epochs={warmup}", f"seed={seed}", f"eval.ll_samples={samples}"]
+    return Cell(f"{key}-seed{seed}", Path("configs/vampprior") / ROWS[key][1], overrides,
+                dict(row=key, seed=seed, epochs=epochs, warmup_epochs=warmup, preset=ROWS[key][1]))
 
 
-def table() -> str:
-    found = {}
-    for r in finished(RESULTS):
-        found.setdefault(r["row"], []).append(r)
+def table(results: Path = RESULTS) -> str:
+    found = {key[0]: rs for key, rs in grouped(results, "row").items()}
     if not found:
         return "(no finished rows yet)"
     any_r = next(iter(found.values()))[0]
@@ -74,10 +70,6 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def write_table(text: str) -> None:
-    (RESULTS / "TABLE.md").write_text(text + "\n")   # experiments/readme_tables.py copies it into the README
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
@@ -90,17 +82,11 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
     os.chdir(ROOT)   # presets and the commands recorded with each row are relative to the repo
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    if not args.table_only:
-        for seed in args.seeds:
-            for key in args.rows:
-                r = run_row(key, seed, args.epochs, args.warmup, args.samples, args.data_dir, args.work)
-                print(f"{key} seed {seed}: test LL {r['test_ll']:.2f}, AU {r['active_units']}, "
-                      f"{r['train_seconds'] / 60:.1f} min", flush=True)
-    text = table()
-    write_table(text)
-    print(text)
-
+    cells = [] if args.table_only else [cell(k, seed, args.epochs, args.warmup, args.samples)
+                                        for seed in args.seeds for k in args.rows]
+    print(run_grid(cells, args.work, RESULTS, table, args.data_dir,
+                   summary=lambda r: f"test LL {r['test_ll']:.2f}, AU {r['active_units']}, "
+                                     f"{r['train_seconds'] / 60:.1f} min"))
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,6 @@ schedule keeps its shape. At I = 30k nothing changes.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,7 +19,7 @@ from typing import Optional
 from .config import load_config
 from .data.toy2d import NAMES as DATASETS
 from .errors import UserError
-from .grid import finished, mean_std, run_cell
+from .grid import Cell, finished, mean_std, run_grid
 
 METHODS = {   # preset suffix -> label in the table
     "vae": "VAE",
@@ -62,7 +61,7 @@ def preset_path(configs: Path, data: str, method: str) -> Path:
 
 def run(out: Path, configs: Path, datasets=DATASETS, methods=DEFAULT_METHODS, seeds: int = 3,
         iterations: int = 6000, first_seed: Optional[int] = None, work: Optional[Path] = None,
-        data_dir=None, progress: bool = False, log=print, warmup: int = 2000, extra: tuple[str, ...] = ()) -> str:
+        data_dir=None, log=print, warmup: int = 2000, extra: tuple[str, ...] = ()) -> str:
     """Run every missing cell, then write and return the table. ``extra``: --set overrides for every
     cell (part of each cell's recorded command)."""
     for m in methods:
@@ -72,22 +71,18 @@ def run(out: Path, configs: Path, datasets=DATASETS, methods=DEFAULT_METHODS, se
         if d not in DATASETS:
             raise UserError(f"data set {d!r} is not a 2D benchmark set; expected one of: {', '.join(DATASETS)}")
     budget = Budget(iterations, warmup)
-    work = work or out / "work"
+    cells = []
     for d in datasets:
         for m in methods:
             preset = preset_path(configs, d, m)
             base_seed = load_config(preset).seed if first_seed is None else first_seed
-            for seed in range(base_seed, base_seed + seeds):
-                name = f"{d}-{m}-{iterations}it-seed{seed}"
-                if (out / "cells" / name / "eval.json").exists():
-                    continue
-                t0 = time.perf_counter()
-                r = run_cell(preset, budget.overrides(preset) + [f"seed={seed}"] + list(extra), work / name, out / "cells" / name,
-                             data_dir, meta=dict(data=d, method=m, seed=seed, iterations=iterations, warmup=budget.warmup), progress=progress)
-                log(f"{name}: KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "
-                    f"({time.perf_counter() - t0:.0f} s)")
-                write_table(out)
-    return write_table(out)
+            cells += [Cell(f"{d}-{m}-{iterations}it-seed{seed}", preset,
+                           budget.overrides(preset) + [f"seed={seed}"] + list(extra),
+                           dict(data=d, method=m, seed=seed, iterations=iterations, warmup=budget.warmup))
+                      for seed in range(base_seed, base_seed + seeds)]
+    return run_grid(cells, work or out / "work", out, write_table, data_dir, log=log,
+                    summary=lambda r: f"KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "
+                                      f"({r['train_seconds']:.0f} s training)")
 
 
 def table(out: Path) -> str:
@@ -124,12 +119,10 @@ def table(out: Path) -> str:
 
 
 def write_table(out: Path) -> str:
-    """Rewrite ``<out>/TABLE.md`` and the per-data-set pictures from the finished cells."""
-    text = table(out)
+    """The table of the finished cells, after (re)composing the per-data-set pictures."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "TABLE.md").write_text(text + "\n")
     compose_pictures(out)
-    return text
+    return table(out)
 
 
 def compose_pictures(out: Path) -> list[Path]:

@@ -12,8 +12,9 @@ import json
 import shutil
 import statistics
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from . import runs
 from .config import load_config
@@ -49,9 +50,49 @@ def run_cell(preset: Path, overrides: list[str], work: Path, dest: Path, data_di
     return summary
 
 
+@dataclass
+class Cell:
+    name: str                    # folder name under results/cells and work/
+    preset: Path
+    overrides: list[str]
+    meta: dict = field(default_factory=dict)   # recorded in eval.json (what the table groups by)
+
+
+def run_grid(cells: Iterable[Cell], work: Path, results: Path, table: Callable[[Path], str], data_dir=None,
+             log: Callable[[str], None] = print, summary: Callable[[dict], str] = lambda r: "done") -> str:
+    """Run every cell that has no results yet; after each, log ``name: summary(result)`` and rewrite
+    ``results/TABLE.md`` with ``table(results)``. Returns the final table."""
+    results.mkdir(parents=True, exist_ok=True)
+    for c in cells:
+        if (results / "cells" / c.name / "eval.json").exists():
+            continue
+        r = run_cell(c.preset, c.overrides, work / c.name, results / "cells" / c.name, data_dir, meta=c.meta)
+        log(f"{c.name}: {summary(r)}")
+        (results / "TABLE.md").write_text(table(results) + "\n")
+    text = table(results)
+    (results / "TABLE.md").write_text(text + "\n")
+    return text
+
+
 def finished(results: Path) -> list[dict]:
     """eval.json of every finished cell under ``results`` (one folder per cell)."""
     return [json.loads(f.read_text()) for f in sorted(results.glob("*/eval.json"))]
+
+
+def grouped(results: Path, *keys: str) -> dict[tuple, list[dict]]:
+    """Finished cells under ``results/cells`` grouped by the values of ``keys`` in their eval.json."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in finished(results / "cells"):
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
+def column(cells: list[dict], metric, digits: int = 3) -> str:
+    """:func:`mean_std` of ``metric(cell)`` over cells; '–' if a cell lacks it (e.g. FID skipped)."""
+    try:
+        return mean_std([metric(r) for r in cells], digits)
+    except (KeyError, TypeError):
+        return "–"
 
 
 def mean_std(values: Iterable[float], digits: int = 2) -> str:
