@@ -297,3 +297,18 @@ def test_short_runs_of_every_variant_are_finite_and_evaluate(tmp_path, prior, ex
     assert (tmp_path / "r" / "density.png").exists()
     if prior != "standard":
         assert res["components"] == 4 and 0 <= res["inactive_modes"] <= 4
+
+
+def test_a_fixed_prior_is_not_clipped_and_rollback_undoes_a_conversion():
+    from mixvae.priors import VampPrior
+    run = runs.prepare(sintro_cfg("vampprior", convert_to_mog_step=0, prior_player="fixed"))
+    opts = {k: torch.optim.SGD(v, lr=0.0) for k, v in run.objective.players().items()}
+    x = next(run.data.train_batches(0, 0, 8))
+    vamp = run.model.prior
+    run.objective.step(x, StepContext(0, 0, 10, 1.0, opts))          # converts, then an adversarial step
+    mog = run.model.prior
+    assert isinstance(mog, MoGPrior) and not bool(mog.clip_on)     # fixed: the warm-up's prior, unclipped
+    torch.testing.assert_close(mog.effective_logvars(), mog.logvars)
+    run.objective.load_state_dict({"converted": False})            # a rollback to before the conversion
+    assert run.model.prior is vamp and isinstance(run.model.prior, VampPrior)
+    assert "prior" in run.objective.players()

@@ -16,6 +16,8 @@ How a step stays the single-process step on the global batch:
   frozen per step, where DistributedDataParallel's hooks do not fit;
 - terms that are non-linear in a batch mean (responsibility entropy, batch-moment KLs) use
   :func:`global_mean`; BatchNorm layers use global batch statistics (:class:`SyncBatchNorm`).
+Not exact across processes (each process uses its own share): GAMIX's Monte-Carlo batch-mixture KL
+for non-standard priors, and dropout masks (the PatchGAN's), which come from each process's stream.
 Only rank 0 writes the run folder; validation runs on every rank (the same numbers), so early
 stopping needs no messages. Multi-node resume needs the run folder on a shared file system.
 """
@@ -89,11 +91,18 @@ def global_mean(x: torch.Tensor) -> torch.Tensor:
     return _SumOverProcesses.apply(x) / dist.get_world_size()
 
 
+def _comm_device() -> torch.device:
+    """Where tensors sent through the process group must live (GPU memory for NCCL)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def any_process(flag: bool) -> bool:
     """True if ``flag`` is true in any process (e.g. a NaN seen by one of them)."""
     if not active():
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 
@@ -116,14 +125,15 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
     """Concatenate every process's (n_r, ...) tensor along dim 0, in rank order, on every process."""
     if not active():
         return t
-    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([t.shape[0]]))
+    dev = _comm_device()
+    sizes = [torch.zeros(1, dtype=torch.long, device=dev) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([t.shape[0]], device=dev))
     n = int(max(s.item() for s in sizes))
-    padded = torch.zeros((n, *t.shape[1:]), dtype=t.dtype)
-    padded[: t.shape[0]] = t.cpu()
+    padded = torch.zeros((n, *t.shape[1:]), dtype=t.dtype, device=dev)
+    padded[: t.shape[0]] = t.to(dev)
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
-    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)]).cpu()
 
 
 class GradientAveraging:
@@ -140,10 +150,11 @@ class GradientAveraging:
     @torch.no_grad()
     def step(self, closure=None):
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        have = torch.tensor([0.0 if p.grad is None else 1.0 for p in params])
+        have = torch.tensor([0.0 if p.grad is None else 1.0 for p in params],
+                            device=_comm_device() if active() else "cpu")
         if active():
             dist.all_reduce(have, op=dist.ReduceOp.MIN)
-        grads = [p.grad for p, h in zip(params, have) if h > 0]
+        grads = [p.grad for p, h in zip(params, have.tolist()) if h > 0]
         if grads and active():
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat)
@@ -152,7 +163,7 @@ class GradientAveraging:
             for g in grads:
                 g.copy_(flat[offset: offset + g.numel()].view_as(g))
                 offset += g.numel()
-        for p, h in zip(params, have):
+        for p, h in zip(params, have.tolist()):
             if h == 0:
                 p.grad = None
         return self.optimizer.step(closure)

@@ -47,7 +47,7 @@ def moment_matching_kl(mu: torch.Tensor, extra_variance: torch.Tensor | None = N
     zm, zv: the batch mean and biased variance of mu (B, D) (over every process's share of the
     batch); ``extra_variance`` (D,) is added to zv (e.g. the batch mean of sigma^2)."""
     zm = global_mean(mu.mean(0))
-    zv = global_mean((mu * mu).mean(0)) - zm * zm
+    zv = global_mean((mu - zm).pow(2).mean(0))        # centred: never negative by cancellation
     if extra_variance is not None:
         zv = zv + extra_variance
     return 0.5 * (zv + zm * zm - 1.0 - torch.log(zv)).sum()
@@ -55,7 +55,8 @@ def moment_matching_kl(mu: torch.Tensor, extra_variance: torch.Tensor | None = N
 
 def batch_mixture_kl(q: DiagonalGaussian, prior, samples: int) -> torch.Tensor:
     """Monte-Carlo KL(q_B || p), q_B = (1/B) sum_i q(z|x_i): mean over z ~ q(z|x_i) of
-    log q_B(z) - log p(z) (a scalar)."""
+    log q_B(z) - log p(z) (a scalar). With several processes q_B is each process's share of the
+    batch, so this term (unlike the moment match) is not the single-process one."""
     z = q.rsample((samples,))                                        # (S, B, D)
     batch_mix = DiagonalGaussianMixture(torch.zeros(q.mu.shape[0], device=q.mu.device), q.mu, q.logvar)
     return (batch_mix.log_prob(z) - prior.log_prob(z)).mean()

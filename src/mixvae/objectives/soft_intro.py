@@ -113,6 +113,7 @@ class SoftIntroVAE(Objective):
         self.cfg = cfg
         self.s = 1.0 / math.prod(model.data_shape)
         self.converted = False
+        self._vampprior: Optional[VampPrior] = None
 
     # players ----------------------------------------------------------------------------
     def prior_parameters(self) -> list:
@@ -134,10 +135,16 @@ class SoftIntroVAE(Objective):
         return {"converted": self.converted}
 
     def load_state_dict(self, state):
+        """Rebuild the prior the state was saved with: the MoG of a converted run, or (rolling back to
+        a checkpoint from before the conversion) the VampPrior again; weights are loaded afterwards."""
         if state.get("converted") and not self.converted:
             old = self.model.prior
+            self._vampprior = old
             self.model.set_prior(MoGPrior(old.latent_dim, old.num_components).to(old.pseudo_inputs_raw.device))
             self.converted = True
+        elif not state.get("converted") and self.converted and self._vampprior is not None:
+            self.model.set_prior(self._vampprior)
+            self.converted = False
 
     def _maybe_convert(self, ctx: StepContext) -> None:
         c = self.cfg
@@ -146,6 +153,7 @@ class SoftIntroVAE(Objective):
         if due and not self.converted and isinstance(self.model.prior, VampPrior):
             with torch.no_grad():
                 mix = self.model.prior()
+            self._vampprior = self.model.prior      # kept for a rollback to before the conversion
             self.model.set_prior(MoGPrior.from_mixture(mix, learn_weights=True))
             self.converted = True
             ctx.reset_player("prior")
@@ -229,10 +237,13 @@ class SoftIntroVAE(Objective):
             self._opt_step(ctx, ["encoder", "decoder", "prior"], loss)
             return metrics
         has_params = bool(self.prior_parameters())
-        if c.variance_clipping and isinstance(m.prior, MoGPrior) and not bool(m.prior.clip_on):
+        prior_learns = has_params and c.prior_player != "fixed"
+        # clipping only when the prior learns: the soft clip is not the identity near the bounds, and a
+        # fixed prior must stay the one fitted during the warm-up (as the authors' code does)
+        if c.variance_clipping and prior_learns and isinstance(m.prior, MoGPrior) and not bool(m.prior.clip_on):
             m.prior.start_variance_clipping()
             frozen_dims = int((m.prior.clip_hi == m.prior.clip_lo).sum())
-            if frozen_dims and has_params and c.prior_player != "fixed":
+            if frozen_dims:
                 warnings.warn(f"variance clipping started with equal log-variances in {frozen_dims} latent dimension(s); "
                               "their variances stay fixed from now on (set sintro.variance_clipping = false, or start "
                               "from a VampPrior converted to a MoG, to let them learn)", stacklevel=2)
@@ -247,9 +258,12 @@ class SoftIntroVAE(Objective):
             prior_e = m.prior() if learns["encoder"] else prior_sg
             loss_e, z_r, q, metrics = self.encoder_loss(x, prior_e, fake)
             self._opt_step(ctx, ["encoder"] + (["prior"] if learns["encoder"] else []), loss_e)
+        if learns["encoder"]:         # the prior moved in the encoder step: the decoder sees the new one
+            with torch.no_grad():
+                prior_sg = m.prior().detach()
         with frozen(m.encoder):
             prior_d = m.prior() if learns["decoder"] else prior_sg
-            z_fake = draw.latents(prior_d) if learns["decoder"] else draw.latents(prior_sg)
+            z_fake = draw.latents(prior_d)
             loss_d, dmetrics = self.decoder_loss(x, z_r, q, prior_d, prior_sg, z_fake)
             self._opt_step(ctx, ["decoder"] + (["prior"] if learns["decoder"] else []), loss_d)
         return {**metrics, **dmetrics}
