@@ -19,7 +19,7 @@ from typing import Optional
 from .config import load_config
 from .data.toy2d import NAMES as DATASETS
 from .errors import UserError
-from .grid import Cell, finished, mean_std, run_grid
+from .grid import Cell, finished, grouped, mean_std, run_grid
 
 METHODS = {   # preset suffix -> label in the table
     "vae": "VAE",
@@ -90,9 +90,7 @@ def table(out: Path) -> str:
     cells = finished(out / "cells")
     if not cells:
         return "(no finished cells yet)"
-    groups: dict[tuple[str, str, int], list[dict]] = {}
-    for r in cells:
-        groups.setdefault((r["data"], r["method"], r["iterations"]), []).append(r)
+    groups = grouped(out, "data", "method", "iterations")
     budgets = sorted({(r["iterations"], r.get("warmup", 2000)) for r in cells})
     lines = [
         f"2D density benchmark, {' / '.join(f'{i} iterations per run ({w} of them plain-VAE warm-up)' for i, w in budgets)}; "
@@ -101,7 +99,8 @@ def table(out: Path) -> str:
         "histogram formulas (100x100 density bins, 5000 real vs 5000 generated points); KL/JSD mass: the textbook "
         f"divergences of the bin masses in nats; gnELBO x1e7 on a {'/'.join(str(g) for g in sorted({r['grid'] for r in cells}))}^2 "
         "grid + 12 800 real points. Lower is better "
-        "everywhere; mean ± std over the seeds listed. Time: training wall time on the 2-core CPU machine. "
+        "everywhere; mean ± std over the seeds listed. Time: training wall time on the 2-core CPU machine (one "
+        "thread per run, with other jobs sharing the machine). "
         f"Written by `mixvae bench2d --iterations {budgets[-1][0]} --seeds N --out OUT`.",
         "",
         "| data | method | iterations | seeds | KL | JSD | gnELBO | KL mass | JSD mass | inactive modes | time |",
@@ -115,7 +114,28 @@ def table(out: Path) -> str:
         lines.append(f"| {d} | {METHODS[m]} | {it} | {seeds} | {col('kl')} | {col('jsd')} | {col('gnelbo', 2)} | "
                      f"{col('kl_mass')} | {col('jsd_mass')} | {inactive} | "
                      f"{mean_std([r['train_seconds'] / 60 for r in rs], 1)} min |")
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + hyperparameters(out, sorted({g[0] for g in groups}, key=DATASETS.index)))
+
+
+def hyperparameters(out: Path, datasets: list[str]) -> list[str]:
+    """One line per data set with the hyperparameters its cells ran with (from their config.yaml)."""
+    lines = ["Hyperparameters (from the cells' config.yaml):"]
+    for d in datasets:
+        configs = {c.name.split("-")[1]: load_config(c / "config.yaml")
+                   for c in sorted((out / "cells").glob(f"{d}-*")) if (c / "config.yaml").exists()}
+        if not configs:
+            continue
+        c = next(iter(configs.values()))
+        si, t = c.sintro, c.train
+        line = (f"- {d}: beta_kl {si.beta_kl}, beta_rec {si.beta_rec}, beta_neg {si.beta_neg}, gamma_r {si.gamma_r}, "
+                f"alpha {si.alpha}; lr {t.lr} x{t.lr_gamma} at steps {t.lr_milestones}; batch {t.batch_size}")
+        lp = configs.get("learned_prior")
+        if lp is not None:
+            line += (f"; learned prior: MoG({lp.model.prior.components}) from a VampPrior converted at step "
+                     f"{lp.sintro.convert_to_mog_step}, prior-{lp.sintro.prior_player} cooperation, variance clipping "
+                     f"{'on' if lp.sintro.variance_clipping else 'off'}, {lp.sintro.kl_samples}-sample KLs")
+        lines.append(line)
+    return lines
 
 
 def write_table(out: Path) -> str:
