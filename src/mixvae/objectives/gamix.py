@@ -121,7 +121,7 @@ class Gamix(Objective):
         return batch_mixture_kl(q, prior, self.cfg.kl_samples)
 
     def _adaptive_weight(self, rec: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
-        last = self.model.decoder.out.weight
+        last = [w for n, w in self.model.decoder.named_parameters() if n.endswith("weight") and w.dim() > 1][-1]
         g_rec = torch.autograd.grad(rec, last, retain_graph=True)[0]
         g_adv = torch.autograd.grad(adv, last, retain_graph=True)[0]
         return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4).detach()
