@@ -70,7 +70,8 @@ def log_likelihood_workload(images: int = 8, memory_only: bool = False) -> Workl
 def sintro_2d() -> Workload:
     """Adversarial-phase iteration with a learned MoG(64) (after conversion, clipping on)."""
     cfg = load_config(CONFIGS / "sintro" / "2d_8gaussians_learned_prior.yaml",
-                      ["model.prior.kind=mog", "model.prior.learn_weights=true"])
+                      ["model.prior.kind=mog", "model.prior.learn_weights=true",
+                       "sintro.convert_to_mog_step=null"])
     from mixvae.data import load_dataset
     data = load_dataset("8gaussians")
     x = data.sampler(512, torch.Generator().manual_seed(0))
@@ -83,7 +84,8 @@ def sintro_2d() -> Workload:
 
 def sintro_images(batch: int = 32) -> Workload:
     cfg = load_config(CONFIGS / "sintro" / "mnist_learned_prior.yaml",
-                      ["model.prior.kind=mog", "model.prior.learn_weights=true", "data.binarize=none"])
+                      ["model.prior.kind=mog", "model.prior.learn_weights=true", "data.binarize=none",
+                       "sintro.convert_to_mog_epoch=null"])
     data = fake_images(200, binary=False)
     x = data.train.get(slice(0, batch))
     obj, _, fn = _step(cfg, data, x)
