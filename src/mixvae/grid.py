@@ -19,8 +19,8 @@ from typing import Callable, Iterable, Optional
 from . import runs
 from .config import load_config
 
-KEEP = ("config.yaml", "metrics.jsonl", "run.json", "samples.png", "reconstructions.png", "pseudo_inputs.png",
-        "density.png")
+KEEP = ("config.yaml", "metrics.jsonl", "run.json", "samples.png", "reconstructions.png", "interpolations.png",
+        "pseudo_inputs.png", "density.png")
 
 
 def git_commit(root: Path) -> str:
