@@ -46,7 +46,9 @@ def run_cell(preset: Path, overrides: list[str], work: Path, dest: Path, data_di
     for name in KEEP:
         if (work / name).exists():
             shutil.copy(work / name, dest / name)
-    (dest / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    tmp = dest / "eval.json.tmp"                       # eval.json marks a finished cell: write it whole
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(dest / "eval.json")
     return summary
 
 
