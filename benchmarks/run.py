@@ -235,10 +235,10 @@ def main() -> None:
     if args.profile:
         profile(args.profile)
         return
-    if args.worker and args.worker.startswith("ratio:"):
-        print(json.dumps(interleaved_ratio(*args.worker.split(":")[1:])))
-    elif args.worker:
-        print(json.dumps(worker(args.worker)))
+    if args.worker:
+        is_ratio = args.worker.startswith("ratio:")
+        out = interleaved_ratio(*args.worker.split(":")[1:]) if is_ratio else worker(args.worker)
+        print(json.dumps(out))
         return
     res = run(args.only)
     text = table(res)
