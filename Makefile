@@ -4,9 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # torch's CPU wheel; a plain `pip install torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
-# Offline copies of the data sets beside the project (tests and the demo read them when present).
+# Data: $MIXVAE_DATA if set, else the offline copies beside the project when present.
 SHARED_DATA := $(abspath ../shared/data)
-DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+DATA_DIR ?= $(or $(MIXVAE_DATA),$(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),))
 export MIXVAE_DATA := $(DATA_DIR)
 
 .PHONY: demo test bench env clean
