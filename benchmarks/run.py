@@ -154,6 +154,14 @@ def profile(name: str) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
+def in_fresh_process(job: str) -> dict:
+    """Run ``--worker job`` (a workload key, or ``ratio:NUM:DEN``) in a new Python process; its JSON."""
+    out = subprocess.run([sys.executable, __file__, "--worker", job], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"benchmark job {job} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run(only: str | None) -> dict:
     import workloads
     torch.manual_seed(0)
@@ -167,10 +175,7 @@ def run(only: str | None) -> dict:
     for name in workloads.WORKLOADS:
         if only and only not in name:
             continue
-        out = subprocess.run([sys.executable, __file__, "--worker", name], capture_output=True, text=True)
-        if out.returncode:
-            raise RuntimeError(f"workload {name} failed:\n{out.stderr[-3000:]}")
-        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row = in_fresh_process(name)
         row["gflops"] = row["flops"] / (row["ms"] / 1e3) / 1e9 if row["flops"] else None
         row["fraction_of_peak"] = row["gflops"] / peak if row["gflops"] else None
         rows.append(row)
@@ -182,11 +187,7 @@ def run(only: str | None) -> dict:
         res["vampprior_over_standard_step"] = b["ms"] / a["ms"]
         res["vampprior_over_standard_step_baseline"] = b["baseline_ms"] / a["baseline_ms"]
         res["vampprior_over_standard_flops"] = b["flops"] / a["flops"]
-        out = subprocess.run([sys.executable, __file__, "--worker", "ratio:vae_vampprior:vae_standard"],
-                             capture_output=True, text=True)
-        if out.returncode:
-            raise RuntimeError(f"interleaved ratio failed:\n{out.stderr[-3000:]}")
-        res["vampprior_over_standard_interleaved"] = json.loads(out.stdout.strip().splitlines()[-1])
+        res["vampprior_over_standard_interleaved"] = in_fresh_process("ratio:vae_vampprior:vae_standard")
     return res
 
 

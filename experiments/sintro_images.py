@@ -106,9 +106,9 @@ def main() -> None:
     args = ap.parse_args()
     results = args.results.resolve()
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo
+    preset = lambda d, m: Path("configs/sintro") / f"{d}_{m}.yaml"
     cells = [] if args.table_only else [
-        Cell(f"{d}-{m}-{args.tag}-seed{seed}", Path("configs/sintro") / f"{d}_{m}.yaml",
-             overrides(Path("configs/sintro") / f"{d}_{m}.yaml", args, seed) + args.overrides,
+        Cell(f"{d}-{m}-{args.tag}-seed{seed}", preset(d, m), overrides(preset(d, m), args, seed) + args.overrides,
              dict(data=d, method=m, tag=args.tag, seed=seed, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                   channels=args.channels, train_subset=args.train_subset))
         for seed in args.seeds for d in args.data for m in args.methods]

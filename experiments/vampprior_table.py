@@ -88,5 +88,6 @@ def main() -> None:
                    summary=lambda r: f"test LL {r['test_ll']:.2f}, AU {r['active_units']}, "
                                      f"{r['train_seconds'] / 60:.1f} min"))
 
+
 if __name__ == "__main__":
     main()

@@ -25,3 +25,16 @@ def test_every_workload_builds():
         if name in CHEAP or name == "fid_features":
             continue                       # fid_features loads Inception: covered by test_fid
         assert workloads.WORKLOADS[name]().label
+
+
+def test_ratio_worker_prints_one_ratio_and_stops():
+    """The interleaved-ratio job of `make bench` returns its JSON (and does not start a whole run)."""
+    import json
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "run.py"), "--worker",
+                          "ratio:vae_standard:vae_standard"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["calls"] == 200 and 0.5 < res["ratio"] < 2.0
+    assert "measured" not in out.stderr

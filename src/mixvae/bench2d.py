@@ -19,7 +19,7 @@ from typing import Optional
 from .config import load_config
 from .data.toy2d import NAMES as DATASETS
 from .errors import UserError
-from .grid import Cell, finished, grouped, mean_std, run_grid
+from .grid import Cell, grouped, mean_std, run_grid
 
 METHODS = {   # preset suffix -> label in the table
     "vae": "VAE",
@@ -87,10 +87,10 @@ def run(out: Path, configs: Path, datasets=DATASETS, methods=DEFAULT_METHODS, se
 
 def table(out: Path) -> str:
     """The table of every finished cell under ``out/cells``, grouped by data set and method."""
-    cells = finished(out / "cells")
-    if not cells:
-        return "(no finished cells yet)"
     groups = grouped(out, "data", "method", "iterations")
+    if not groups:
+        return "(no finished cells yet)"
+    cells = [r for rs in groups.values() for r in rs]
     budgets = sorted({(r["iterations"], r.get("warmup", 2000)) for r in cells})
     lines = [
         f"2D density benchmark, {' / '.join(f'{i} iterations per run ({w} of them plain-VAE warm-up)' for i, w in budgets)}; "
