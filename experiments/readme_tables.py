@@ -5,6 +5,7 @@ the README between the markers <!-- <name>-table:begin --> and <!-- <name>-table
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mixvae.grid import replace_between  # noqa: E402
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     readme = ROOT / "README.md"
     for table in sorted((ROOT / "results").glob("*/TABLE.md")):
         name = table.parent.name

@@ -65,7 +65,7 @@ def table(results: Path = RESULTS) -> str:
         minutes = mean_std([r["train_seconds"] / 60 for r in rs], 1) + " min"
         lines.append(f"| {label} | {seeds} | {mean_std([r['test_ll'] for r in rs])} | {au} | {minutes} | {paper.get(key, '')} |")
     lines.append("")
-    lines.append("\\* the paper's values (REFERENCE.md marks them unverified) after up to 2000 epochs; not comparable "
+    lines.append("\\* the paper's values (../shared/spec/REFERENCE.md, outside this repository, marks them unverified) after up to 2000 epochs; not comparable "
                  "with a 30-epoch budget. Train time is wall time on the 2-core CPU machine, validation included.")
     return "\n".join(lines)
 
