@@ -9,8 +9,8 @@ and kNN probes on one standardised sampled z per image, and inactive modes. Fini
 under results/sintro_images/cells/ and never re-run (see mixvae.grid).
 
     python experiments/sintro_images.py                          # MNIST and Fashion-MNIST, the CPU budget
-    python experiments/sintro_images.py --data cifar10 --epochs 1 --train-subset 5000 --fid-samples 1000 \\
-        --channels 16 32 64 --tag smoke                           # the CIFAR-10 smoke run
+    python experiments/sintro_images.py --data cifar10 --methods learned_prior --epochs 2 --train-subset 5000 \\
+        --channels 16 32 64 --tag smoke --set train.threads=2     # the CIFAR-10 smoke run
     python experiments/sintro_images.py --table-only
 """
 from __future__ import annotations
