@@ -19,7 +19,7 @@ from typing import Optional
 from .config import load_config
 from .data.toy2d import NAMES as DATASETS
 from .errors import UserError
-from .grid import Cell, grouped, mean_std, run_grid
+from .grid import Cell, grouped, mean_std, run_grid, write_table
 
 METHODS = {   # preset suffix -> label in the table
     "vae": "VAE",
@@ -59,6 +59,11 @@ def preset_path(configs: Path, data: str, method: str) -> Path:
     return configs / "sintro" / f"2d_{data}_{method}.yaml"
 
 
+def rewrite_table(out: Path) -> str:
+    """Rewrite ``out/TABLE.md`` and the pictures from the kept cells (``mixvae bench2d --table-only``)."""
+    return write_table(out, table_and_pictures)
+
+
 def run(out: Path, configs: Path, datasets=DATASETS, methods=DEFAULT_METHODS, seeds: int = 3,
         iterations: int = 6000, first_seed: Optional[int] = None, work: Optional[Path] = None,
         data_dir=None, log=print, warmup: int = 2000, extra: tuple[str, ...] = ()) -> str:
@@ -80,7 +85,7 @@ def run(out: Path, configs: Path, datasets=DATASETS, methods=DEFAULT_METHODS, se
                            budget.overrides(preset) + [f"seed={seed}"] + list(extra),
                            dict(data=d, method=m, seed=seed, iterations=iterations, warmup=budget.warmup))
                       for seed in range(base_seed, base_seed + seeds)]
-    return run_grid(cells, work or out / "work", out, write_table, data_dir, log=log,
+    return run_grid(cells, work or out / "work", out, table_and_pictures, data_dir, log=log,
                     summary=lambda r: f"KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "
                                       f"({r['train_seconds']:.0f} s training)")
 
@@ -138,9 +143,8 @@ def hyperparameters(out: Path, datasets: list[str]) -> list[str]:
     return lines
 
 
-def write_table(out: Path) -> str:
+def table_and_pictures(out: Path) -> str:
     """The table of the finished cells, after (re)composing the per-data-set pictures."""
-    out.mkdir(parents=True, exist_ok=True)
     compose_pictures(out)
     return table(out)
 

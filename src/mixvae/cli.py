@@ -272,8 +272,7 @@ def cmd_bench2d(args) -> int:
     if not (configs / "sintro").is_dir():
         raise UserError(f"--configs {configs}: no sintro/ presets there; give the repo's configs folder")
     if args.table_only:
-        text = bench2d.write_table(args.out)
-        (args.out / "TABLE.md").write_text(text + "\n")
+        text = bench2d.rewrite_table(args.out)
     else:
         text = bench2d.run(args.out, configs, args.datasets or bench2d.DATASETS, args.methods or bench2d.DEFAULT_METHODS,
                            args.seeds, args.iterations, args.first_seed, args.work, args.data_dir, warmup=args.warmup,

@@ -63,14 +63,21 @@ class Cell:
 def run_grid(cells: Iterable[Cell], work: Path, results: Path, table: Callable[[Path], str], data_dir=None,
              log: Callable[[str], None] = print, summary: Callable[[dict], str] = lambda r: "done") -> str:
     """Run every cell that has no results yet; after each, log ``name: summary(result)`` and rewrite
-    ``results/TABLE.md`` with ``table(results)``. Returns the final table."""
-    results.mkdir(parents=True, exist_ok=True)
+    ``results/TABLE.md`` with ``table(results)``. Returns the final table (written once more only if
+    no cell ran, so that an empty grid rewrites the table from the kept cells)."""
+    text = None
     for c in cells:
         if (results / "cells" / c.name / "eval.json").exists():
             continue
         r = run_cell(c.preset, c.overrides, work / c.name, results / "cells" / c.name, data_dir, meta=c.meta)
         log(f"{c.name}: {summary(r)}")
-        (results / "TABLE.md").write_text(table(results) + "\n")
+        text = write_table(results, table)
+    return write_table(results, table) if text is None else text
+
+
+def write_table(results: Path, table: Callable[[Path], str]) -> str:
+    """Write ``results/TABLE.md`` from ``table(results)`` and return its text."""
+    results.mkdir(parents=True, exist_ok=True)
     text = table(results)
     (results / "TABLE.md").write_text(text + "\n")
     return text
