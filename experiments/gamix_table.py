@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.config import load_config  # noqa: E402
-from mixvae.grid import Cell, column, grouped, run_grid  # noqa: E402
+from mixvae.grid import Cell, add_grid_arguments, column, grouped, run_grid  # noqa: E402
 
 DATA = {"cifar10_32": "CIFAR-10 32x32 (JPEG copy)", "frey_faces": "Frey Faces 28x20"}
 METHODS = {"gamix": "GAMIX-VAE", "vae": "plain VAE, same network"}
@@ -75,13 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="*", default=list(DATA), choices=list(DATA))
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0])
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra overrides for every cell")
-    ap.add_argument("--tag", default="cpu", help="names this budget in the cell folders")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "gamix-table")
-    ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--table-only", action="store_true")
+    add_grid_arguments(ap, ROOT / "runs" / "gamix-table", RESULTS)
     args = ap.parse_args()
     results = args.results.resolve()
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo

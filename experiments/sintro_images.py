@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.config import load_config  # noqa: E402
-from mixvae.grid import Cell, column, grouped, run_grid  # noqa: E402
+from mixvae.grid import Cell, add_grid_arguments, column, grouped, run_grid  # noqa: E402
 
 METHODS = {
     "vae": "VAE",
@@ -90,19 +90,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="*", default=["mnist", "fmnist"], choices=list(DATA))
     ap.add_argument("--methods", nargs="*", default=["sintro", "learned_prior", "learned_prior_rent"], choices=list(METHODS))
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0])
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--warmup-epochs", type=int, default=1)
     ap.add_argument("--channels", nargs="+", type=int, default=[16, 32])
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--fid-samples", type=int, default=5000, help="prior samples for FID (and test images as reference)")
     ap.add_argument("--fid-reconstructions", type=int, default=2000, help="reconstructed test images for FID")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra overrides for every cell")
-    ap.add_argument("--tag", default="cpu", help="names this budget in the cell folders")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "sintro-images")
-    ap.add_argument("--results", type=Path, default=RESULTS, help="where finished cells and TABLE.md are kept")
-    ap.add_argument("--table-only", action="store_true")
+    add_grid_arguments(ap, ROOT / "runs" / "sintro-images", RESULTS)
     args = ap.parse_args()
     results = args.results.resolve()
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo

@@ -8,6 +8,7 @@ and anyone can re-run a cell by deleting its folder.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import statistics
@@ -81,6 +82,18 @@ def write_table(results: Path, table: Callable[[Path], str]) -> str:
     text = table(results)
     (results / "TABLE.md").write_text(text + "\n")
     return text
+
+
+def add_grid_arguments(ap: argparse.ArgumentParser, work: Path, results: Path) -> None:
+    """The options every results script shares: seeds, extra overrides, the budget's tag, where the
+    data, the work folders and the kept results live, and --table-only."""
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0])
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra overrides for every cell")
+    ap.add_argument("--tag", default="cpu", help="names this budget in the cell folders")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--work", type=Path, default=work, help="work folders of unfinished cells (checkpoints)")
+    ap.add_argument("--results", type=Path, default=results, help="where finished cells and TABLE.md are kept")
+    ap.add_argument("--table-only", action="store_true", help="only rewrite TABLE.md from the kept cells")
 
 
 def finished(results: Path) -> list[dict]:
