@@ -126,8 +126,11 @@ def hyperparameters(out: Path, datasets: list[str]) -> list[str]:
     """One line per data set with the hyperparameters its cells ran with (from their config.yaml)."""
     lines = ["Hyperparameters (from the cells' config.yaml):"]
     for d in datasets:
-        configs = {c.name.split("-")[1]: load_config(c / "config.yaml")
-                   for c in sorted((out / "cells").glob(f"{d}-*")) if (c / "config.yaml").exists()}
+        first = {}                                   # method -> the config of its first kept cell
+        for c in sorted((out / "cells").glob(f"{d}-*")):
+            if (c / "config.yaml").exists():
+                first.setdefault(c.name.split("-")[1], c / "config.yaml")
+        configs = {m: load_config(f) for m, f in first.items()}
         if not configs:
             continue
         c = next(iter(configs.values()))
