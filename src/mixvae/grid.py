@@ -85,8 +85,9 @@ def write_table(results: Path, table: Callable[[Path], str]) -> str:
 
 
 def add_grid_arguments(ap: argparse.ArgumentParser, work: Path, results: Path) -> None:
-    """The options every results script shares: seeds, extra overrides, the budget's tag, where the
-    data, the work folders and the kept results live, and --table-only."""
+    """The options the image results scripts (sintro_images, gamix_table) share: seeds, extra
+    overrides, the budget's tag, where the data, the work folders and the kept results live, and
+    --table-only."""
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra overrides for every cell")
     ap.add_argument("--tag", default="cpu", help="names this budget in the cell folders")
