@@ -137,3 +137,72 @@ def replace_between(path: Path, begin: str, end: str, text: str) -> bool:
     _, tail = rest.split(end, 1)
     path.write_text(f"{head}{begin}\n{text.rstrip()}\n{end}{tail}")
     return True
+
+
+# ------------------------------------------------------------------------------------------------
+# Long cells whose unfinished state is kept in the repository (a paper's full protocol).
+#
+# Such a cell trains in its results folder itself. While it is unfinished, the folder holds
+# config.yaml, run.json, metrics.jsonl, pictures and checkpoints/{latest,best}.pt: committing the
+# folder (the repo's .gitignore leaves out the *.prev.pt copies and temporary files) lets a fresh
+# clone continue it, bitwise as if it had never stopped. When training ends, the selected weights
+# become model.safetensors, the evaluation eval.json and the curves curves.png, and the
+# checkpoints are deleted: only the result stays.
+
+def continue_cell(folder: Path, preset: Path, overrides: list[str], data_dir=None, progress: bool = False) -> dict:
+    """Train the cell in ``folder``: a new run of ``preset`` + ``overrides``, or the continuation
+    of the run already there (its own config.yaml, from checkpoints/latest.pt). Returns the
+    training summary of :func:`runs.train` (no evaluation)."""
+    if (folder / "config.yaml").is_file():
+        cfg, resume = load_config(folder / "config.yaml"), True
+    else:
+        shutil.rmtree(folder, ignore_errors=True)   # a start cut short before its config was written
+        cfg, resume = load_config(preset, overrides), False
+    return runs.train(cfg, folder, data_dir, resume=resume, progress=progress, evaluate_after=False)
+
+
+def pack_cell(folder: Path) -> None:
+    """Make an unfinished cell's state as small as committing it allows: best.pt keeps only the
+    weights (checkpoints written before best.pt was weights-only carry optimizer state too), and
+    the .prev copies and temporary files go (the repo ignores them anyway)."""
+    from .training.checkpoint import load_checkpoint, save_checkpoint, weights_only
+    ckpts = folder / "checkpoints"
+    best = ckpts / "best.pt"
+    if best.is_file():
+        state = load_checkpoint(best)
+        if set(state) != set(weights_only(state)):
+            save_checkpoint(weights_only(state), best)
+    for junk in list(ckpts.glob("*.prev.pt")) + list(ckpts.glob(".*.tmp")):
+        junk.unlink()
+
+
+def finish_cell(folder: Path, evaluate: Callable[[Path], dict], meta: Optional[dict] = None,
+                data_dir=None) -> dict:
+    """After training: the selected weights (best validation for likelihood training) become
+    ``model.safetensors``; ``evaluate(folder)`` measures the folder as a user reopens it (weights
+    from that file); eval.json gets the training summary, ``meta`` and the measurements; curves.png
+    is drawn; the checkpoints are deleted. Returns eval.json's content."""
+    from .training.checkpoint import load_checkpoint
+    from .viz import save_curves
+    if (folder / "eval.json").exists():
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)   # a finish cut short after eval.json
+        return json.loads((folder / "eval.json").read_text())
+    run = runs.open_run(folder, data_dir)
+    runs.export_weights(run, folder / runs.WEIGHTS_FILE)
+    loop = load_checkpoint(folder / "checkpoints" / "latest.pt")["loop"]
+    per_epoch = run.data.steps_per_epoch(run.cfg.train.batch_size)
+    summary = {"steps": loop["step"], "epochs": round(loop["step"] / per_epoch, 2),
+               "best_epoch": round(loop["best_step"] / per_epoch, 2), "best_valid_loss": loop["best_loss"],
+               "stop_reason": loop["stop_reason"] or "budget reached",
+               "early_stop_epoch": round(loop["step"] / per_epoch, 2) if loop["stop_reason"] else None,
+               "train_seconds": round(loop["seconds"], 1), "train_threads": run.cfg.train.threads,
+               "seconds_per_epoch": round(loop["seconds"] / max(loop["step"] / per_epoch, 1e-9), 2)}
+    summary.update(meta or {})
+    summary.update(evaluate(folder))
+    summary["commit"] = git_commit(Path(__file__).resolve().parent)
+    save_curves(folder / "metrics.jsonl", folder / "curves.png", stopped_early=bool(loop["stop_reason"]))
+    tmp = folder / "eval.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(folder / "eval.json")
+    shutil.rmtree(folder / "checkpoints")
+    return summary

@@ -22,7 +22,7 @@ from .data import Dataset, resolve_data_dir
 from .errors import UserError
 from .factory import build_data, build_model, build_objective, resolve_device
 from .metrics.latent import active_units, mode_usage, posterior_mean_variance
-from .metrics.likelihood import bits_per_dim, log_likelihood
+from .metrics.likelihood import bits_per_dim, elbo_parts, log_likelihood
 from .metrics.reconstruction import latent_statistics, reconstruction_report
 from . import parallel
 from .parallel import ProcessInfo
@@ -124,7 +124,8 @@ def train(cfg: Config, out: Path, data_dir=None, resume: bool = False, progress:
         if proc.is_main and not resume and not (out / "checkpoints").exists():
             shutil.rmtree(out, ignore_errors=True)   # nothing worth keeping was written
         raise
-    summary = {"steps": state.step, "train_seconds": round(state.seconds, 1), "best_step": state.best_step,
+    summary = {"steps": state.step, "steps_per_epoch": trainer.steps_per_epoch,
+               "train_seconds": round(state.seconds, 1), "best_step": state.best_step,
                "best_valid_loss": state.best_loss, "stop_reason": state.stop_reason or "budget reached"}
     if proc.world > 1:
         summary["processes"] = proc.world
@@ -148,11 +149,18 @@ def _load_state(run: Run, objective_state: dict, modules: dict, where: str) -> N
         raise UserError(f"{where}: the weights do not fit this run's model ({str(e).splitlines()[0][:200]})") from None
 
 
+WEIGHTS_FILE = "model.safetensors"   # a finished run's final weights (its checkpoints may be gone)
+
+
 def load_weights(run: Run, path: Path, which: str = "best") -> str:
-    """Load best.pt (or latest.pt if there is no best) into the run's modules; returns the file used."""
+    """Load best.pt (or latest.pt if there is no best) into the run's modules; a run folder without
+    checkpoints (a finished, published run) loads its model.safetensors. Returns the file used."""
     ckpt = path / "checkpoints" / f"{which}.pt"
     if which == "best" and not ckpt.exists():
         ckpt = path / "checkpoints" / "latest.pt"
+    if not (path / "checkpoints").is_dir() and (path / WEIGHTS_FILE).is_file():
+        import_weights(run, path / WEIGHTS_FILE)
+        return WEIGHTS_FILE
     state = load_checkpoint(ckpt)
     _load_state(run, state.get("objective", {}), state.get("modules", {}), str(ckpt))
     return ckpt.name
@@ -241,6 +249,10 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
                     "ll_seconds": round(time.perf_counter() - t0, 1)})
         if model.likelihood.is_discrete_8bit:
             out["bits_per_dim"] = bits_per_dim(out[f"{split}_ll"], int(torch.tensor(data.shape).prod()))
+        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            parts = elbo_parts(model, batches())
+        out.update({f"{split}_{k}": v for k, v in parts.items()})
     if data.sampler is not None and data.shape == (2,):
         out.update(evaluate_toy(run, write=proc.is_main))
     if fid_samples is None:

@@ -144,3 +144,101 @@ def save_run_pictures(model, data, run_dir: str | Path, n: int = 64) -> list[Pat
         out.append(save_scatter_2d(pts, run_dir / "samples.png", box=BOXES.get(data.name), modes=modes))
     model.train(was_training)
     return out
+
+
+_SCHEDULE_KEYS = ("beta", "lr")
+_NOT_PLOTTED = {"step", "epoch", "split", "time", "best_loss", "event", "reason", "lr_factor"}
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl (a last line cut short by a crash is skipped)."""
+    import json
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _robust_top(values: list[float]) -> float:
+    """An upper y-limit that ignores the first few points' huge losses (2% of the points or at least one)."""
+    rest = sorted(values[max(1, len(values) // 50):] or values)
+    return rest[min(len(rest) - 1, int(0.98 * len(rest)))]
+
+
+def save_curves(metrics: str | Path, path: str | Path, stopped_early: bool | None = None) -> Path | None:
+    """curves.png from a run's metrics.jsonl: (1) the training loss (per logged step) and the validation
+    loss (per validation) with the best validation marked, and the end of training labelled 'early
+    stop' when ``stopped_early``; (2) the other logged training terms; (3) the schedule (beta, lr).
+    The x axis is in epochs when the run validated per epoch, else in steps. None if nothing is logged."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_metrics(metrics)
+    train = [r for r in recs if r.get("split") == "train"]
+    valid = [r for r in recs if r.get("split") == "valid" and "loss" in r]
+    if not train and not valid:
+        return None
+    per_step = next((r["epoch"] / r["step"] for r in valid if r.get("step") and r.get("epoch")), None)
+    to_x = (lambda r: r["step"] * per_step) if per_step else (lambda r: r["step"])
+    xlabel = "epoch" if per_step else "step"
+    terms = [k for k in train[0] if k not in _NOT_PLOTTED and k not in _SCHEDULE_KEYS and k != "loss"
+             and isinstance(train[0][k], (int, float))] if train else []
+    schedule = [k for k in _SCHEDULE_KEYS if train and k in train[0]]
+    panels = 1 + bool(terms) + bool(schedule)
+    fig, axes = plt.subplots(panels, 1, figsize=(7, 2.6 * panels), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    ax = axes[0]
+    shown = []
+    if train and "loss" in train[0]:
+        ys = [r["loss"] for r in train]
+        ax.plot([to_x(r) for r in train], ys, lw=0.8, label="train loss")
+        shown += ys
+    if valid:
+        ys = [r["loss"] for r in valid]
+        ax.plot([to_x(r) for r in valid], ys, lw=1.2, label="validation loss")
+        shown += ys
+        best = min(valid, key=lambda r: r["loss"])
+        ax.axvline(to_x(best), color="green", ls=":", lw=1)
+        right = to_x(best) > 0.7 * to_x(valid[-1])
+        ax.annotate(f"best {xlabel} {to_x(best):.0f}: {best['loss']:.2f}", (to_x(best), best["loss"]),
+                    textcoords="offset points", xytext=(-4 if right else 4, 8), fontsize=8, color="green",
+                    ha="right" if right else "left")
+        if stopped_early:
+            last = valid[-1]
+            ax.axvline(to_x(last), color="red", ls="--", lw=1)
+            ax.annotate("early stop", (to_x(last), _robust_top(shown)), textcoords="offset points",
+                        xytext=(-60, -12), fontsize=8, color="red")
+    if shown:
+        finite = [v for v in shown if math.isfinite(v)]
+        if finite:
+            lo, hi = min(finite), _robust_top(finite)
+            ax.set_ylim(lo - 0.02 * (hi - lo + 1e-9), hi + 0.02 * (hi - lo + 1e-9))
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    i = 1
+    if terms:
+        for k in terms:
+            axes[i].plot([to_x(r) for r in train if k in r], [r[k] for r in train if k in r], lw=0.8, label=k)
+        axes[i].set_ylabel("training terms")
+        axes[i].legend(fontsize=8, ncol=min(4, len(terms)))
+        axes[i].grid(alpha=0.3)
+        i += 1
+    if schedule:
+        for k in schedule:
+            a = axes[i] if k == schedule[0] else axes[i].twinx()
+            a.plot([to_x(r) for r in train], [r[k] for r in train], lw=1, label=k,
+                   color="tab:purple" if k == "beta" else "tab:gray")
+            a.set_ylabel(k)
+            if k == "lr":
+                a.set_yscale("log")
+        axes[i].grid(alpha=0.3)
+    axes[-1].set_xlabel(xlabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

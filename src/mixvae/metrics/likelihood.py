@@ -36,6 +36,23 @@ def log_likelihood(model: LatentVariableModel, x: torch.Tensor, num_samples: int
     return torch.cat(out)
 
 
+@torch.no_grad()
+def elbo_parts(model: LatentVariableModel, batches) -> dict[str, float]:
+    """The single-sample ELBO split into its parts, averaged over the images of ``batches`` (nats):
+    ``elbo`` = E[log p(x|z)] - KL, ``rec`` = -E[log p(x|z)], ``kl`` = E[log q(z|x) - log p(z)],
+    one z ~ q(z|x) per image (all latent levels for hierarchical models)."""
+    was_training = model.training
+    model.eval()
+    rec = kl = 0.0
+    n = 0
+    for x in batches:
+        log_px, k = model.log_weights(x, 1)
+        rec, kl, n = rec - log_px.sum().item(), kl + k.sum().item(), n + x.shape[0]
+    model.train(was_training)
+    n = max(n, 1)
+    return {"elbo": -(rec + kl) / n, "rec": rec / n, "kl": kl / n}
+
+
 def bits_per_dim(ll_nats: float, dims: int) -> float:
     """-LL / (D ln 2) for a log-probability of 8-bit values."""
     return -ll_nats / (dims * math.log(2.0))

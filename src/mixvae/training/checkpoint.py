@@ -42,6 +42,12 @@ def save_checkpoint(state: dict, path: Path) -> None:
             os.unlink(tmp)
 
 
+def weights_only(state: dict) -> dict:
+    """The part of a checkpoint that evaluating a model needs: module weights, the objective's state
+    (e.g. a converted prior) and the loop's counters; no optimizer moments or random state."""
+    return {k: v for k, v in state.items() if k in ("format", "modules", "objective", "loop")}
+
+
 def _load(path: Path) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):

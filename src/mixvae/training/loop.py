@@ -22,7 +22,7 @@ from ..errors import TrainingDiverged
 from .. import parallel
 from ..distributions import batch_shard
 from ..objectives.base import Objective, StepContext
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, weights_only
 from .optim import make_optimizer
 
 
@@ -136,8 +136,13 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
+        """Write checkpoints/<name>.pt: 'latest' holds everything resuming needs; 'best' only the
+        weights and the objective's state (what evaluating needs: a third of the size)."""
         if self.ckpt_dir is not None and self._saved.get(name) != self.state.step:
-            save_checkpoint(self.checkpoint_state(), self.ckpt_dir / f"{name}.pt")
+            state = self.checkpoint_state()
+            if name == "best":
+                state = weights_only(state)
+            save_checkpoint(state, self.ckpt_dir / f"{name}.pt")
             self._saved[name] = self.state.step
 
     def restore(self, state: dict) -> None:
