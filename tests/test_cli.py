@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 import torch
 
@@ -37,7 +38,10 @@ def test_train_eval_sample_and_resume(tmp_path, capsys):
                  "pseudo_inputs.png", "checkpoints/latest.pt", "checkpoints/best.pt"):
         assert (run / name).exists(), name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert {r["split"] for r in records} == {"train", "valid"}
+    assert {r["split"] for r in records} == {"train", "valid", "eval"}
+    assert records[-1]["split"] == "eval" and records[-1]["test_ll"] == summary["test_ll"]
+    assert (run / "curves.png").stat().st_size > 0 and list(run.glob("events.out.tfevents.*"))
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["likelihood"] == "logistic"   # auto, resolved: 17-level digits
 
     code, out, err = run_cli(["eval", run, "--ll-samples", 30, "--json"], capsys)
     assert code == 0, err

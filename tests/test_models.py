@@ -55,7 +55,7 @@ def test_hvae_reports_active_units_per_level_and_eval_json_keys(tmp_path):
     out = runs.evaluate(run, ll_samples=8)
     assert set(out["active_units_by_level"]) == {"z1", "z2"}
     assert out["active_units"] == sum(out["active_units_by_level"].values())
-    assert out["likelihood"] == "gaussian"          # digits are continuous gray values
+    assert out["likelihood"] == "logistic"          # digits: 17 gray levels, a discretised logistic
     for key in ("test_ll", "test_ll_samples", "components", "inactive_modes"):
         assert key in out
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="folder with the data sets (default: $MIXVAE_DATA, "
                    "else ~/.cache/mixvae/data; files missing there are downloaded)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="new run folder")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder from its latest checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the final test evaluation")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(p)
 
     p = sub.add_parser("eval", help="evaluate a run on its test set", description=
@@ -112,9 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table-only", action="store_true", help="only rewrite the table and pictures")
     _add_common(p)
 
-    p = sub.add_parser("demo", help="a short end-to-end run: train, evaluate, pictures (no download)")
+    p = sub.add_parser("demo", help="a short end-to-end run: train, evaluate, pictures (a few minutes on a CPU)",
+                       description="Train a VAE with a VampPrior on MNIST (when it is in the data folder or can be "
+                       "downloaded) or else on scikit-learn's 8x8 digits, evaluate it and write its pictures.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: 8 on MNIST, up to 150 on digits)")
     _add_common(p)
     return parser
 
@@ -193,31 +194,63 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from . import runs
-    from .config import config_from_dict
+def _mnist_files(data_dir) -> bool:
+    """Whether MNIST's four files are in the data folder, downloading them (checksummed) where the
+    machine is online; False offline."""
+    from .data.download import find_or_download, resolve_data_dir
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz")
+    try:
+        for name in names:
+            find_or_download(resolve_data_dir(data_dir), "mnist", name)
+    except UserError:
+        return False
+    return True
 
-    data_dir = args.data_dir
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
-    if data_dir is None and not os.environ.get("MIXVAE_DATA") and shared.is_dir():
-        data_dir = str(shared)
-    from .data.download import resolve_data_dir
-    have_mnist = (resolve_data_dir(data_dir) / "mnist" / "train-images-idx3-ubyte.gz").is_file()
-    data = {"name": "mnist"} if have_mnist else {"name": "digits"}
-    cfg = config_from_dict({
-        "seed": 1, "data": data,
-        "model": {"arch": "vae", "latent_dim": 40 if have_mnist else 8, "hidden": [300, 300],
-                  "prior": {"kind": "vampprior", "components": 500 if have_mnist else 50}},
-        "train": {"epochs": args.epochs, "batch_size": 100, "lr": 5e-4, "warmup_epochs": max(1, args.epochs // 2),
-                  "threads": args.threads},
-        "eval": {"ll_samples": 1000},
-    }, "demo")
-    cfg.data.test_subset = 2000
-    print(f"mixvae demo: VAE + VampPrior(K={cfg.model.prior.components}) on {cfg.data.name}, "
-          f"{args.epochs} epochs -> {args.out}", file=sys.stderr)
-    summary = runs.train(cfg, args.out, data_dir)
-    print(json.dumps(summary))
-    print(f"pictures: {', '.join(str(p) for p in sorted(args.out.glob('*.png')))}", file=sys.stderr)
+
+DEMOS = {   # data set -> what the demo trains on it
+    "mnist": {"data": {"name": "mnist", "test_subset": 2000},
+              "model": {"latent_dim": 40, "prior": {"kind": "vampprior", "components": 500}},
+              "train": {"epochs": 8, "warmup_epochs": 4}},
+    "digits": {"data": {"name": "digits"},   # scikit-learn's 8x8 digits, 17 gray levels: discretised logistic
+               "model": {"latent_dim": 8, "prior": {"kind": "vampprior", "components": 50}},
+               "train": {"epochs": 150, "warmup_epochs": 30, "patience": 6, "eval_every": 5}},
+}
+
+
+def cmd_demo(args) -> int:
+    import time
+
+    from . import runs
+    from .config import config_from_dict, _deep_merge
+    from .viz import PICTURES
+
+    _positive("--epochs", args.epochs)
+    name = "mnist" if _mnist_files(args.data_dir) else "digits"
+    base = {"seed": 1, "model": {"arch": "vae", "hidden": [300, 300]},
+            "train": {"batch_size": 100, "lr": 5e-4, "optimizer": "adam-normgrad", "threads": args.threads},
+            "eval": {"ll_samples": 1000}}
+    spec = _deep_merge(base, DEMOS[name])
+    if args.epochs:
+        spec["train"].update(epochs=args.epochs, warmup_epochs=max(1, args.epochs // 5))
+    cfg = config_from_dict(spec, "demo")
+    out = args.out
+    print(f"mixvae demo: VAE + VampPrior (K={cfg.model.prior.components}, {cfg.model.latent_dim} latent dims) on "
+          f"{name}{'' if name == 'mnist' else ' (MNIST is not in the data folder and cannot be downloaded)'}, "
+          f"up to {cfg.train.epochs} epochs -> {out}", file=sys.stderr)
+    t0 = time.perf_counter()
+    r = runs.train(cfg, out, args.data_dir, progress=not args.quiet)
+    minutes = (time.perf_counter() - t0) / 60
+    print(json.dumps(r))
+    lines = [f"mixvae demo: done in {minutes:.1f} min; test log-likelihood {r['test_ll']:.2f} nats "
+             f"(S = {r['test_ll_samples']}, {r['test_examples']} test images), {r['active_units']} of "
+             f"{r['latent_dim']} latent units active, likelihood {r['likelihood']}. In {out}/:"]
+    for f in sorted(out.iterdir()):
+        if f.name in PICTURES:
+            lines.append(f"  {f.name:<20} {PICTURES[f.name]}")
+    lines.append(f"  {'eval.json':<20} every number of the final evaluation; metrics.jsonl: the training log")
+    lines.append(f"  (tensorboard --logdir {out.parent} shows the curves and pictures; mixvae sample {out} draws more)")
+    print("\n".join(lines), file=sys.stderr)
     return 0
 
 
@@ -289,6 +322,9 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": 
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _positive("--threads", args.threads)
+        from . import progress
+        progress.set_enabled(not args.quiet)
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"mixvae: error: {e}", file=sys.stderr)

@@ -313,20 +313,21 @@ class BernoulliLikelihood(_Plain):
 
 
 class DiscretizedLogistic(_Plain):
-    """Logistic density integrated over the 256 bins of 8-bit data, a proper probability mass.
+    """Logistic density integrated over the L bins of L-level data (L = 256 for 8-bit images), a
+    proper probability mass.
 
-    Data x in [0, 1] hold 8-bit values k / 255 (k = 0..255). Bin k covers [k/256, (k+1)/256) of the
-    unit interval; the first and last bins extend to -inf and +inf so the 256 masses sum to one.
-    ``mean`` (..., *event) is clamped to [1/512, 1 - 1/512]; ``log_scale`` is the log of the logistic
-    scale. ``log_prob`` is the exact log-probability of the 8-bit values, in nats.
+    Data x in [0, 1] hold the values k / (L - 1), k = 0..L-1. Bin k covers [k/L, (k+1)/L) of the
+    unit interval; the first and last bins extend to -inf and +inf so the L masses sum to one.
+    ``mean`` (..., *event) is clamped to [1/(2L), 1 - 1/(2L)]; ``log_scale`` is the log of the
+    logistic scale. ``log_prob`` is the exact log-probability of the L-level values, in nats.
     """
 
     support = constraints.unit_interval
-    BINS = 256
 
-    def __init__(self, mean: torch.Tensor, log_scale: torch.Tensor, event_dims: int):
+    def __init__(self, mean: torch.Tensor, log_scale: torch.Tensor, event_dims: int, bins: int = 256):
         mean, log_scale = torch.broadcast_tensors(mean, log_scale)
-        half = 0.5 / self.BINS
+        self.bins = int(bins)
+        half = 0.5 / self.bins
         self.loc = mean.clamp(half, 1.0 - half)
         self.log_scale, self.event_dims = log_scale, event_dims
         split = mean.dim() - event_dims
@@ -337,16 +338,17 @@ class DiscretizedLogistic(_Plain):
         return self.loc
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        k = torch.round(x * (self.BINS - 1))
+        L = self.bins
+        k = torch.round(x * (L - 1))
         inv_s = torch.exp(-self.log_scale)
-        upper = ((k + 1) / self.BINS - self.loc) * inv_s   # a: standardised upper bin edge
-        lower = (k / self.BINS - self.loc) * inv_s         # b: standardised lower bin edge
+        upper = ((k + 1) / L - self.loc) * inv_s           # a: standardised upper bin edge
+        lower = (k / L - self.loc) * inv_s                 # b: standardised lower bin edge
         # sigma(a) - sigma(b) = sigma(a) * sigma(-b) * (1 - exp(b - a)), all in log space.
-        width = inv_s / self.BINS                          # a - b > 0
+        width = inv_s / L                                  # a - b > 0
         log_mid = F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(-width))
-        log_first = F.logsigmoid(upper)                    # bin 0: P(X < 1/256)
-        log_last = F.logsigmoid(-lower)                    # bin 255: P(X >= 255/256)
-        elem = torch.where(k <= 0, log_first, torch.where(k >= self.BINS - 1, log_last, log_mid))
+        log_first = F.logsigmoid(upper)                    # bin 0: P(X < 1/L)
+        log_last = F.logsigmoid(-lower)                    # bin L-1: P(X >= (L-1)/L)
+        elem = torch.where(k <= 0, log_first, torch.where(k >= L - 1, log_last, log_mid))
         return _sum_event(elem, self.event_dims)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
@@ -354,8 +356,8 @@ class DiscretizedLogistic(_Plain):
             shape = torch.Size(sample_shape) + self.loc.shape
             u = torch.rand(shape, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
             y = self.loc + torch.exp(self.log_scale) * (torch.log(u) - torch.log1p(-u))
-            k = torch.floor(y * self.BINS).clamp(0, self.BINS - 1)
-            return k / (self.BINS - 1)
+            k = torch.floor(y * self.bins).clamp(0, self.bins - 1)
+            return k / (self.bins - 1)
 
 
 class GaussianLikelihood(DiagonalGaussian):

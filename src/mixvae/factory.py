@@ -18,14 +18,18 @@ def build_data(cfg: Config, data_dir=None) -> Dataset:
 
 
 def likelihood_kind(cfg: Config, data: Dataset) -> str:
-    """'auto' -> Bernoulli for binary data, discretised logistic for 8-bit, Gaussian otherwise;
-    the introspective and adversarial objectives use squared / absolute error (Gaussian mean)."""
+    """'auto' -> a likelihood that can fit the data: Bernoulli for binary data, the discretised
+    logistic over the data's levels for quantised data (8-bit images, scikit-learn's 17-level
+    digits), a Gaussian with a learned per-pixel variance for continuous data. (A Gaussian of fixed
+    unit variance on data in [0, 1] makes the reconstruction term too weak against the KL, and the
+    posterior collapses.) The introspective and adversarial objectives use squared / absolute
+    error: a Gaussian mean."""
     kind = cfg.model.likelihood
     if kind != "auto":
         return kind
     if cfg.train.objective in ("sintro", "gamix") or not data.is_image:
         return "gaussian"
-    return {"binary": "bernoulli", "8bit": "logistic"}.get(data.kind, "gaussian")
+    return {"binary": "bernoulli", "8bit": "logistic", "discrete": "logistic"}.get(data.kind, "gaussian-learned")
 
 
 def build_prior(cfg: Config, data: Dataset, latent_dim: int) -> Prior:
@@ -52,7 +56,8 @@ def build_prior(cfg: Config, data: Dataset, latent_dim: int) -> Prior:
 
 def build_model(cfg: Config, data: Dataset) -> LatentVariableModel:
     m = cfg.model
-    head = LikelihoodHead(likelihood_kind(cfg, data), event_dims=len(data.shape), gaussian_logvar=m.gaussian_logvar)
+    head = LikelihoodHead(likelihood_kind(cfg, data), event_dims=len(data.shape), gaussian_logvar=m.gaussian_logvar,
+                          bins=data.levels or 256)
     ppp = head.params_per_pixel
     if m.arch in ("convhvae",) and not data.is_image:
         raise UserError(f"model.arch = {m.arch!r} needs image data; data.name = {cfg.data.name!r} has shape {data.shape}")

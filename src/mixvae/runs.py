@@ -7,6 +7,7 @@ after an evaluation. Everything needed to reload the model is in the folder.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import shutil
 import time
@@ -16,11 +17,11 @@ from typing import Optional
 
 import torch
 
-from . import __version__
+from . import __version__, progress
 from .config import Config, load_config, save_config
 from .data import Dataset, resolve_data_dir
 from .errors import UserError
-from .factory import build_data, build_model, build_objective, resolve_device
+from .factory import build_data, build_model, build_objective, likelihood_kind, resolve_device
 from .metrics.latent import active_units, mode_usage, posterior_mean_variance
 from .metrics.likelihood import bits_per_dim, elbo_parts, log_likelihood
 from .metrics.reconstruction import latent_statistics, reconstruction_report
@@ -51,6 +52,7 @@ def prepare(cfg: Config, data_dir=None, run_dir: Optional[Path] = None) -> Run:
     torch.use_deterministic_algorithms(cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     data = build_data(cfg, data_dir)
+    cfg.model.likelihood = likelihood_kind(cfg, data)   # config.yaml states the likelihood 'auto' chose
     torch.manual_seed(cfg.seed)
     try:
         model = build_model(cfg, data).to(device)
@@ -115,12 +117,13 @@ def train(cfg: Config, out: Path, data_dir=None, resume: bool = False, progress:
     parallel.barrier()
     from .viz import save_run_pictures
     trainer = Trainer(cfg, run.objective, run.data, out, run.device, rank=proc.rank, world=proc.world,
-                      progress=progress, after_eval=lambda tr: save_run_pictures(tr.objective.model, tr.data, out))
+                      progress=progress, after_eval=lambda tr: picture_run(tr, out))
     if resume:
         trainer.resume()
     try:
         state = trainer.fit()
     except BaseException:
+        trainer.log.close()
         if proc.is_main and not resume and not (out / "checkpoints").exists():
             shutil.rmtree(out, ignore_errors=True)   # nothing worth keeping was written
         raise
@@ -135,8 +138,23 @@ def train(cfg: Config, out: Path, data_dir=None, resume: bool = False, progress:
         summary.update(evaluate(run, proc=proc))
         if proc.is_main:
             save_run_pictures(run.model, run.data, out)
+            numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and k not in ("steps", "steps_per_epoch")}
+            trainer.log.write({"step": state.step, "split": "eval", **numbers})
             (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    trainer.log.close()
     return summary
+
+
+def picture_run(trainer: Trainer, out: Path) -> None:
+    """After each validation: the run's pictures (also to TensorBoard) and curves.png."""
+    import numpy as np
+    from PIL import Image
+    from .viz import save_curves, save_run_pictures
+    for path in save_run_pictures(trainer.objective.model, trainer.data, out):
+        with Image.open(path) as im:
+            trainer.log.add_image(path.stem, np.asarray(im.convert("RGB")), trainer.state.step)
+    save_curves(out / "metrics.jsonl", out / "curves.png")
 
 
 def _load_state(run: Run, objective_state: dict, modules: dict, where: str) -> None:
@@ -240,15 +258,21 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
         with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed + proc.rank)
             shares = (x[proc.rank::proc.world] for x in batches())          # every process its rows
-            ll = torch.cat([torch.zeros(0)] + [log_likelihood(model, x, ll_samples, cfg.eval.ll_chunk).cpu()
-                                               for x in shares if x.shape[0]])
+            n_split = len(getattr(data, split))
+            with progress.bar(total=len(range(proc.rank, n_split, proc.world)), unit="img",
+                              desc=f"log-likelihood (S={ll_samples})", disable=not proc.is_main) as b:
+                ll = torch.cat([torch.zeros(0)] + [log_likelihood(model, x, ll_samples, cfg.eval.ll_chunk, bar=b).cpu()
+                                                   for x in shares if x.shape[0]])
         ll = parallel.gather_rows(ll)
         out.update({f"{split}_ll": ll.mean().item(),
                     f"{split}_ll_sem": (ll.std() / ll.numel() ** 0.5).item() if ll.numel() > 1 else 0.0,
                     f"{split}_ll_samples": ll_samples, f"{split}_examples": ll.numel(),
                     "ll_seconds": round(time.perf_counter() - t0, 1)})
-        if model.likelihood.is_discrete_8bit:
-            out["bits_per_dim"] = bits_per_dim(out[f"{split}_ll"], int(torch.tensor(data.shape).prod()))
+        dims = int(torch.tensor(data.shape).prod())
+        if data.kind == "8bit" and model.likelihood.is_discrete:
+            out["bits_per_dim"] = bits_per_dim(out[f"{split}_ll"], dims)
+        elif data.kind == "8bit":   # a density on [0, 1]: each 8-bit value's bin has width 1/256
+            out["bits_per_dim"] = bits_per_dim(out[f"{split}_ll"] - dims * math.log(256), dims)
         with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
             parts = elbo_parts(model, batches())

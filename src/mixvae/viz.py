@@ -187,7 +187,7 @@ def save_curves(metrics: str | Path, path: str | Path, stopped_early: bool | Non
     xlabel = "epoch" if per_step else "step"
     terms = [k for k in train[0] if k not in _NOT_PLOTTED and k not in _SCHEDULE_KEYS and k != "loss"
              and isinstance(train[0][k], (int, float))] if train else []
-    schedule = [k for k in _SCHEDULE_KEYS if train and k in train[0]]
+    schedule = [k for k in _SCHEDULE_KEYS if train and k in train[0] and len({r.get(k) for r in train}) > 1]
     panels = 1 + bool(terms) + bool(schedule)
     fig, axes = plt.subplots(panels, 1, figsize=(7, 2.6 * panels), sharex=True, squeeze=False)
     axes = axes[:, 0]
@@ -242,3 +242,14 @@ def save_curves(metrics: str | Path, path: str | Path, stopped_early: bool | Non
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+# What each picture of a run folder shows (the demo's summary and reports use these lines).
+PICTURES = {
+    "samples.png": "images decoded from samples of the prior (the likelihood's mean); 2D data: data, samples, latents",
+    "reconstructions.png": "test images (upper rows) above their reconstructions (lower rows)",
+    "interpolations.png": "each row walks in a straight line between the codes of two test images",
+    "pseudo_inputs.png": "the VampPrior's learned pseudo-inputs u_k (the prior is the mixture of q(z|u_k))",
+    "curves.png": "training and validation loss per epoch, the loss terms and the schedule (beta, lr)",
+    "density.png": "the model's density exp(-negative ELBO) on a grid over the data's box",
+}

@@ -63,7 +63,9 @@ class Split:
 class Dataset:
     """A data set: splits, its kind and how training batches are made.
 
-    kind: 'binary' (values in {0, 1}), '8bit' (k/255), or 'continuous' (any value in the range).
+    kind: 'binary' (two values), '8bit' (k/255), 'discrete' (k/(L-1) for another number of levels
+    L <= 256) or 'continuous' (any value in the range); ``levels``: L (2 for binary, 256 for 8-bit,
+    None for continuous data).
     ``dynamic_binarize``: training batches are re-binarised with ``bernoulli(x)`` every batch
     (valid and test were binarised once, with a fixed seed, when loaded).
     """
@@ -77,6 +79,7 @@ class Dataset:
     symmetric: bool = False
     sampler: Optional[Callable[[int, torch.Generator], torch.Tensor]] = field(default=None, repr=False)
     epoch_size: int = 1000
+    levels: Optional[int] = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -247,11 +250,29 @@ def _to_split(a: np.ndarray, labels) -> Split:
     return Split(t, 1.0, lab)
 
 
-def _kind(split: Split) -> str:
+def _kind(split: Split) -> tuple[str, Optional[int]]:
+    """What the values are, and how many levels they take:
+    'binary' (two values: 0 and the maximum, e.g. 0/1 or 0/255), 2;
+    '8bit' (uint8 values k/255), 256;
+    'discrete' (floats on a grid k/(L-1), 2 < L <= 256, e.g. scikit-learn's digits: L = 17), L;
+    'continuous' (anything else), None."""
     v = split.values
     if v.dtype == torch.uint8:
-        return "binary" if split.max_value == 1.0 else "8bit"
-    return "binary" if bool(((v == 0) | (v == 1)).all()) else "continuous"
+        if split.max_value == 1.0:
+            return "binary", 2
+        present = torch.bincount(v.flatten(), minlength=256) > 0
+        return ("binary", 2) if not present[1:255].any() else ("8bit", 256)
+    flat = v.flatten()
+    if flat.numel() > 1_000_000 and torch.unique(flat[:1_000_000]).numel() > 256:
+        return "continuous", None          # quick answer for large continuous data
+    u = torch.unique(flat).double()
+    if u.numel() > 256 or u.numel() == 0 or u.min() < 0 or u.max() > 1:
+        return "continuous", None
+    for steps in range(1, 256):            # the coarsest grid k / steps holding every value
+        if bool(((u * steps - (u * steps).round()).abs() < 1e-4).all()):
+            levels = steps + 1
+            return ("binary" if levels == 2 else "8bit" if levels == 256 else "discrete"), levels
+    return "continuous", None
 
 
 def load_dataset(name: str, *, path: Optional[str] = None, data_dir=None, binarize: str = "auto",
@@ -314,13 +335,14 @@ def load_dataset(name: str, *, path: Optional[str] = None, data_dir=None, binari
         train, valid = Split(tv, train.max_value, tl), Split(vv, train.max_value, vl)
     if image_size is not None and train.values.dim() == 4 and train.values.shape[-1] != image_size:
         train, valid, test = (_resize(s, image_size) for s in (train, valid, test))
-    kind = _kind(train)
+    kind, levels = _kind(train)
     dynamic = binarize == "dynamic" or (binarize == "auto" and name == "mnist")
     if dynamic:
         valid, test = _binarize_once(valid, split_seed), _binarize_once(test, split_seed + 1)
-        kind = "binary"
+        kind, levels = "binary", 2
     train, test = train.head(train_subset), test.head(test_subset)
-    return Dataset(name, kind, train, valid, test, dynamic_binarize=dynamic, symmetric=(scale == "symmetric"))
+    return Dataset(name, kind, train, valid, test, dynamic_binarize=dynamic, symmetric=(scale == "symmetric"),
+                   levels=levels)
 
 
 def _resize(split: Split, size: int) -> Split:

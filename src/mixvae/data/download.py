@@ -80,8 +80,14 @@ def download(url: str, dest: Path, md5: str | None = None, timeout: float = 60.0
         raise UserError(f"cannot create the data folder {dest.parent} to download {dest.name} ({e.strerror})") from None
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
+        from ..progress import bar
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out)
+            size = resp.headers.get("Content-Length")
+            with bar(total=int(size) if size and size.isdigit() else None, desc=f"download {dest.name}",
+                     unit="B", unit_scale=True) as b:
+                for block in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(block)
+                    b.update(len(block))
         if md5 is not None and (got := md5_of_file(Path(tmp))) != md5:
             raise UserError(f"downloaded {url} has MD5 {got}, expected {md5}; not using it")
         os.replace(tmp, dest)

@@ -166,10 +166,14 @@ def read_image_tree(entries: list[tuple[str, bytes]], where: str, size: int | No
     classes = sorted({c for g in grouped.values() for c in g})
     out: dict[str, np.ndarray] = {}
     shapes = set()
+    from ..progress import bar
+    decoding = bar(total=sum(len(v) for g in grouped.values() for v in g.values()), desc=f"decode {Path(where).name}",
+                   unit="img", disable=len(entries) < 2000)
     for split, by_class in grouped.items():
         imgs, labels = [], []
         for cls in sorted(by_class):
             for rel, data in sorted(by_class[cls]):
+                decoding.update(1)
                 arr = decode_image(data, f"{where}/{rel}", size, channels)
                 shapes.add(arr.shape)
                 imgs.append(arr)
@@ -178,6 +182,7 @@ def read_image_tree(entries: list[tuple[str, bytes]], where: str, size: int | No
             raise UserError(f"{where}: images have different sizes {sorted(shapes)[:3]}; set data.image_size to resize them")
         out[split] = np.stack(imgs)
         out[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
+    decoding.close()
     return out
 
 

@@ -17,8 +17,9 @@ from ..models import LatentVariableModel
 
 @torch.no_grad()
 def log_likelihood(model: LatentVariableModel, x: torch.Tensor, num_samples: int = 5000,
-                   chunk: int = 4096) -> torch.Tensor:
-    """Per-image estimate of log p(x) in nats, shape (N,). x: (N, *data_shape) on the model's device."""
+                   chunk: int = 4096, bar=None) -> torch.Tensor:
+    """Per-image estimate of log p(x) in nats, shape (N,). x: (N, *data_shape) on the model's device.
+    ``bar``: a progress bar (:func:`mixvae.progress.bar`) advanced by the images done."""
     was_training = model.training
     model.eval()
     prior = model.prior()                                  # components computed once (VampPrior)
@@ -32,6 +33,8 @@ def log_likelihood(model: LatentVariableModel, x: torch.Tensor, num_samples: int
             log_px, kl = model.log_weights(xb, min(samples_per_pass, num_samples - s), prior=prior)
             parts.append(log_px - kl)                      # (s, n) log importance weights
         out.append(log_mean_exp(torch.cat(parts), dim=0))
+        if bar is not None:
+            bar.update(xb.shape[0])
     model.train(was_training)
     return torch.cat(out)
 

@@ -75,8 +75,9 @@ def probe_report(z_train, y_train, z_test, y_test, C: float = 0.025) -> dict:
 
     z: (N, D) latents (tensor or array), y: (N,) integer labels.
     """
+    from ..progress import bar
     out = {"n_train": len(z_train), "n_test": len(z_test)}
-    for name, s in SETTINGS.items():
+    for name, s in bar(SETTINGS.items(), total=len(SETTINGS), desc="latent probes (SVM, kNN)", unit="setting"):
         svm = linear_svm_probe(z_train, y_train, z_test, y_test, C, s["max_iter"])
         out[f"svm_{name}"] = svm["accuracy"]
         out[f"svm_{name}_converged"] = svm["converged"]

@@ -129,8 +129,11 @@ def neg_elbo(model: LatentVariableModel, x: torch.Tensor, kl_samples: int = 100,
             prior = model.prior()                    # components computed once (VampPrior)
             eps = torch.randn(kl_samples, model.latent_dim, generator=generator, dtype=dtype)
             eps = eps.to(device).unsqueeze(1)        # (S, 1, D)
+        from ..progress import bar
         out = []
+        points = bar(total=x.shape[0], desc="negative ELBO", unit="pt", unit_scale=True, disable=x.shape[0] < 100_000)
         for xb in x.split(per_pass):
+            points.update(xb.shape[0])
             xb = xb.to(device=device, dtype=dtype)
             q = model.encode(xb)
             rec = (xb - model.decode(q.mu).mean).pow(2).flatten(1).sum(1)
@@ -140,6 +143,7 @@ def neg_elbo(model: LatentVariableModel, x: torch.Tensor, kl_samples: int = 100,
                 z = q.mu + q.stddev * eps            # (S, n, D)
                 kl = (q.log_prob(z) - prior.log_prob(z)).mean(0)
             out.append((rec + kl).cpu())
+        points.close()
     finally:
         model.train(was_training)
     return torch.cat(out)

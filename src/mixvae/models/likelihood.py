@@ -16,25 +16,28 @@ class LikelihoodHead(nn.Module):
     """Maps raw decoder output to a distribution over data of shape ``event_shape``.
 
     - ``bernoulli``: raw = logits (binary data).
-    - ``logistic``: 256-bin discretised logistic (8-bit data); mean = sigmoid(raw0),
-      log-scale = hardtanh(raw1, -4.5, 0).
-    - ``gaussian``: mean = raw0 (no squashing), fixed log-variance ``gaussian_logvar``.
-    - ``gaussian-learned``: mean = raw0, per-pixel log-variance hardtanh(raw1, -9, 2).
+    - ``logistic``: discretised logistic over ``bins`` levels (256 for 8-bit data);
+      mean = sigmoid(raw0), log-scale = hardtanh(raw1, -4.5, 0).
+    - ``gaussian``: mean = raw0 (no squashing), fixed log-variance ``gaussian_logvar`` (the
+      squared error of the introspective and adversarial objectives).
+    - ``gaussian-learned``: mean = raw0, per-pixel log-variance hardtanh(raw1, -9, 2) (continuous data).
     """
 
-    def __init__(self, kind: str, event_dims: int, gaussian_logvar: float = 0.0):
+    def __init__(self, kind: str, event_dims: int, gaussian_logvar: float = 0.0, bins: int = 256):
         super().__init__()
         if kind not in PARAMS_PER_PIXEL:
             raise ValueError(f"unknown likelihood {kind!r}")
         self.kind, self.event_dims, self.gaussian_logvar = kind, event_dims, float(gaussian_logvar)
+        self.bins = int(bins)
 
     @property
     def params_per_pixel(self) -> int:
         return PARAMS_PER_PIXEL[self.kind]
 
     @property
-    def is_discrete_8bit(self) -> bool:
-        return self.kind == "logistic"
+    def is_discrete(self) -> bool:
+        """log_prob is a log-probability of discrete values (bits/dim follow directly)."""
+        return self.kind in ("bernoulli", "logistic")
 
     def forward(self, raw: torch.Tensor) -> Distribution:
         p = raw.dim() - self.event_dims - 1   # index of the parameter axis
@@ -42,7 +45,8 @@ class LikelihoodHead(nn.Module):
             return BernoulliLikelihood(raw.select(p, 0), self.event_dims)
         if self.kind == "logistic":
             mean, log_scale = raw.unbind(p)
-            return DiscretizedLogistic(torch.sigmoid(mean), F.hardtanh(log_scale, -4.5, 0.0), self.event_dims)
+            return DiscretizedLogistic(torch.sigmoid(mean), F.hardtanh(log_scale, -4.5, 0.0), self.event_dims,
+                                       self.bins)
         if self.kind == "gaussian":
             mean = raw.select(p, 0)
             return GaussianLikelihood(mean, mean.new_tensor(self.gaussian_logvar).expand_as(mean), self.event_dims)

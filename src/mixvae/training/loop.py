@@ -6,7 +6,6 @@ per player, validation with early stopping, metrics in ``metrics.jsonl``, checkp
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -14,15 +13,16 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from tqdm import tqdm
 
-from ..config import Config
+from .. import progress
+from ..config import Config, config_to_dict
 from ..data import Dataset
 from ..errors import TrainingDiverged
 from .. import parallel
 from ..distributions import batch_shard
 from ..objectives.base import Objective, StepContext
 from .checkpoint import load_checkpoint, save_checkpoint, weights_only
+from .tracking import MetricsLog
 from .optim import make_optimizer
 
 
@@ -35,32 +35,6 @@ class LoopState:
     stop_reason: str = ""          # why training ended early ('' while it runs)
     rollbacks: int = 0
     seconds: float = 0.0           # training wall time accumulated over sessions
-
-
-class MetricsLog:
-    """Appends one JSON object per line to ``metrics.jsonl`` (rank 0 only)."""
-
-    def __init__(self, path: Optional[Path]):
-        self.path = path
-
-    def write(self, record: dict) -> None:
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def truncate_after(self, step: int) -> None:
-        """Drop records of steps after ``step`` (written after the checkpoint we resume from), and a
-        last line cut short by a crash."""
-        if self.path is None or not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    keep.append(line)
-            except ValueError:
-                continue
-        self.path.write_text("".join(line + "\n" for line in keep))
 
 
 class Trainer:
@@ -186,10 +160,18 @@ class Trainer:
             for x in self.data.eval_batches("valid", max(self.cfg.train.batch_size, 500)):
                 loss = self.objective.validation_loss(x.to(self.device))
                 total, n = total + loss.sum().item(), n + loss.numel()
-            if self.after_eval is not None and self.rank == 0:
-                self.after_eval(self)
         self.objective.model.train()
         return total / max(n, 1)
+
+    def _after_eval(self) -> None:
+        """The caller's hook after each validation (pictures, curves), on its own random stream."""
+        if self.after_eval is None or self.rank != 0:
+            return
+        self.objective.model.eval()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed + 2)
+            self.after_eval(self)
+        self.objective.model.train()
 
     def _end_of_epoch(self, epoch: int) -> None:
         t, s = self.cfg.train, self.state
@@ -204,6 +186,7 @@ class Trainer:
                 s.bad_evals += 1
             self.log.write({"step": s.step, "epoch": epoch + 1, "split": "valid", "loss": loss,
                             "best_loss": s.best_loss, "time": round(s.seconds, 2)})
+            self._after_eval()
             if t.patience is not None and warm and s.bad_evals >= t.patience:
                 s.stop_reason = f"early stopping: no improvement in {t.patience} evaluations"
         self.save("latest")
@@ -236,8 +219,10 @@ class Trainer:
     def fit(self) -> LoopState:
         t, s = self.cfg.train, self.state
         self.objective.model.train()
-        bar = tqdm(total=self.total_steps, initial=s.step, dynamic_ncols=True, leave=False,
-                   disable=True if (not self.progress or self.rank) else None)
+        if s.step == 0:
+            self.log.add_hparams(config_to_dict(self.cfg))
+        bar = progress.bar(total=self.total_steps, initial=s.step, desc="train", unit="step",
+                           disable=not self.progress or self.rank > 0)
         running: dict[str, float] = {}
         count, started = 0, time.perf_counter()
         while s.step < self.total_steps and not s.stop_reason:
@@ -284,4 +269,5 @@ class Trainer:
                 self._end_of_epoch(epoch)   # also when a budget in steps ends mid-epoch
         bar.close()
         self.save("latest")
+        self.log.flush()
         return s
