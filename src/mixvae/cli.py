@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table-only", action="store_true", help="only rewrite the table and pictures")
     _add_common(p)
 
+    p = sub.add_parser("report", help="one self-contained HTML page about run folders (config, metrics, curves, pictures)",
+                       description="Write an HTML page about one or several run folders: the config keys that differ, "
+                       "the final metrics side by side, the training curves and every picture, with eval.json.")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    p.add_argument("--out", type=Path, default=None, help="the .html file (default: RUN/report.html for one run, "
+                   "else report.html)")
+    _add_common(p)
+
     p = sub.add_parser("demo", help="a short end-to-end run: train, evaluate, pictures (a few minutes on a CPU)",
                        description="Train a VAE with a VampPrior on MNIST (when it is in the data folder or can be "
                        "downloaded) or else on scikit-learn's 8x8 digits, evaluate it and write its pictures.")
@@ -315,7 +323,15 @@ def cmd_bench2d(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": cmd_demo, "bench2d": cmd_bench2d,
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    out = args.out or (args.runs[0] / "report.html" if len(args.runs) == 1 else Path("report.html"))
+    print(str(write_report(args.runs, out)))
+    return 0
+
+
+COMMANDS = {"report": cmd_report, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": cmd_demo, "bench2d": cmd_bench2d,
             "export": cmd_export, "interpolate": cmd_interpolate}
 
 

@@ -246,10 +246,10 @@ def save_curves(metrics: str | Path, path: str | Path, stopped_early: bool | Non
 
 # What each picture of a run folder shows (the demo's summary and reports use these lines).
 PICTURES = {
+    "curves.png": "training and validation loss per epoch, the loss terms and the schedule (beta, lr)",
     "samples.png": "images decoded from samples of the prior (the likelihood's mean); 2D data: data, samples, latents",
     "reconstructions.png": "test images (upper rows) above their reconstructions (lower rows)",
     "interpolations.png": "each row walks in a straight line between the codes of two test images",
     "pseudo_inputs.png": "the VampPrior's learned pseudo-inputs u_k (the prior is the mixture of q(z|u_k))",
-    "curves.png": "training and validation loss per epoch, the loss terms and the schedule (beta, lr)",
     "density.png": "the model's density exp(-negative ELBO) on a grid over the data's box",
 }
