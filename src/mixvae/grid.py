@@ -30,7 +30,7 @@ def git_commit(root: Path) -> str:
 
 
 def run_cell(preset: Path, overrides: list[str], work: Path, dest: Path, data_dir=None,
-             meta: Optional[dict] = None, progress: bool = False) -> dict:
+             meta: Optional[dict] = None, progress: bool = True) -> dict:
     """Train ``preset`` with ``overrides`` in ``work`` (resuming if it has a checkpoint), evaluate,
     and copy the small files to ``dest``; returns eval.json's content (read from ``dest`` if done)."""
     if (dest / "eval.json").exists():
@@ -149,7 +149,7 @@ def replace_between(path: Path, begin: str, end: str, text: str) -> bool:
 # become model.safetensors, the evaluation eval.json and the curves curves.png, and the
 # checkpoints are deleted: only the result stays.
 
-def continue_cell(folder: Path, preset: Path, overrides: list[str], data_dir=None, progress: bool = False) -> dict:
+def continue_cell(folder: Path, preset: Path, overrides: list[str], data_dir=None, progress: bool = True) -> dict:
     """Train the cell in ``folder``: a new run of ``preset`` + ``overrides``, or the continuation
     of the run already there (its own config.yaml, from checkpoints/latest.pt). Returns the
     training summary of :func:`runs.train` (no evaluation)."""

@@ -359,3 +359,84 @@ def _toy(name: str, seed: int, n_train, n_test, epoch_size: int) -> Dataset:
     mk = lambda n, k: Split(sample(n, generator(seed, k)), 1.0)
     return Dataset(name, "continuous", mk(n_train or 5000, 21), mk(5000, 22), mk(n_test or 5000, 23),
                    sampler=sample, epoch_size=epoch_size)
+
+
+# --------------------------------------------------------------------------------- in-memory data
+def _as_split(data, where: str) -> Split:
+    """A tensor or array of examples -> a Split: images (N, C, H, W) with C in {1, 3} or (N, H, W),
+    vectors (N, D); uint8 (0..255, or 0/1) or floats (in [0, 1] for images)."""
+    t = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data).detach().cpu()
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    if t.dim() == 3:
+        t = t.unsqueeze(1)
+    if t.dim() not in (2, 4) or t.shape[0] == 0 or (t.dim() == 4 and t.shape[1] not in (1, 3)):
+        raise UserError(f"{where} has shape {tuple(t.shape)}; expected N x C x H x W (C = 1 or 3), N x H x W "
+                        "or N x D with N > 0")
+    if t.dtype == torch.uint8:
+        return Split(t.contiguous(), 1.0 if int(t.max()) <= 1 else 255.0)
+    if not t.dtype.is_floating_point:
+        raise UserError(f"{where} has dtype {t.dtype}; expected uint8, bool or floats")
+    t = t.float().contiguous()
+    if not torch.isfinite(t).all():
+        raise UserError(f"{where} contains NaN or infinite values")
+    if t.dim() == 4 and (t.min() < 0 or t.max() > 1):
+        raise UserError(f"{where} has values in [{t.min():.3g}, {t.max():.3g}]; expected images in [0, 1] "
+                        "(or uint8)")
+    return Split(t, 1.0)
+
+
+def from_tensors(train, valid=None, test=None, *, name: str = "tensors", valid_size: float = 0.1,
+                 split_seed: int = 0, dynamic_binarize: bool = False) -> Dataset:
+    """A :class:`Dataset` from in-memory examples (torch tensors or numpy arrays, see :func:`_as_split`).
+
+    Without ``valid``, a seeded ``valid_size`` part of ``train`` (a fraction < 1 or a count) is
+    held out for validation; without ``test``, the validation examples serve as the test split.
+    The kind (binary, 8-bit, discrete, continuous) is inferred from ``train`` as for files;
+    ``dynamic_binarize`` re-binarises gray training images every batch (their kind becomes binary).
+    """
+    tr = _as_split(train, "train")
+    if valid is None:
+        k = _valid_count(len(tr), valid_size, "train")
+        (tv, _), (vv, _) = _split_off(tr.values, None, k, split_seed)
+        tr, va = Split(tv, tr.max_value), Split(vv, tr.max_value)
+    else:
+        va = _as_split(valid, "valid")
+    te = va if test is None else _as_split(test, "test")
+    for s, split in (("valid", va), ("test", te)):
+        if split.values.shape[1:] != tr.values.shape[1:]:
+            raise UserError(f"{s} has examples of shape {tuple(split.values.shape[1:])} but train has "
+                            f"{tuple(tr.values.shape[1:])}")
+    kind, levels = _kind(tr)
+    if dynamic_binarize:
+        va, te = _binarize_once(va, split_seed), _binarize_once(te, split_seed + 1)
+        kind, levels = "binary", 2
+    return Dataset(name, kind, tr, va, te, dynamic_binarize=dynamic_binarize, levels=levels)
+
+
+class BatchStream(Dataset):
+    """Training batches from any re-iterable source (a DataLoader, a list of tensors, a generator
+    factory): each epoch iterates ``source`` once; a batch may be a tensor or a tuple whose first
+    item is the examples. Validation and test examples are in memory (``valid``). The batch size is
+    the source's; a resumed epoch skips the batches already seen (exact only if the source yields
+    the same batches again)."""
+
+    def __init__(self, source, valid: Dataset, steps_per_epoch: Optional[int] = None):
+        super().__init__(valid.name, valid.kind, valid.train, valid.valid, valid.test,
+                         symmetric=valid.symmetric, levels=valid.levels)
+        if steps_per_epoch is None and not hasattr(source, "__len__"):
+            raise UserError("the training batches have no length; give steps_per_epoch")
+        self.source, self._steps = source, steps_per_epoch
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self._steps if self._steps is not None else len(self.source)
+
+    def train_batches(self, seed: int, epoch: int, batch_size: int, start: int = 0,
+                      rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
+        for i, b in enumerate(self.source):
+            if i >= self.steps_per_epoch(batch_size):
+                break
+            if i < start:
+                continue
+            x = _as_split(b[0] if isinstance(b, (tuple, list)) else b, f"training batch {i}").get()
+            yield self.scale(x).chunk(world)[rank] if world > 1 else self.scale(x)

@@ -6,6 +6,7 @@ per player, validation with early stopping, metrics in ``metrics.jsonl``, checkp
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -63,6 +64,7 @@ class Trainer:
         self.log = MetricsLog(run_dir / "metrics.jsonl" if is_main else None)
         self.ckpt_dir = run_dir / "checkpoints" if is_main else None
         self._saved: dict[str, int] = {}   # checkpoint name -> step it was last written at
+        self.best_state: Optional[dict] = None   # the best weights when there is no run folder
 
     # ------------------------------------------------------------------ players and schedule
     def _build_player(self, name: str) -> None:
@@ -112,12 +114,16 @@ class Trainer:
     def save(self, name: str) -> None:
         """Write checkpoints/<name>.pt: 'latest' holds everything resuming needs; 'best' only the
         weights and the objective's state (what evaluating needs: a third of the size)."""
-        if self.ckpt_dir is not None and self._saved.get(name) != self.state.step:
+        if self._saved.get(name) == self.state.step:
+            return
+        if self.ckpt_dir is not None:
             state = self.checkpoint_state()
             if name == "best":
                 state = weights_only(state)
             save_checkpoint(state, self.ckpt_dir / f"{name}.pt")
-            self._saved[name] = self.state.step
+        elif name == "best" and self.run_dir is None:   # no run folder: keep the best weights in memory
+            self.best_state = weights_only(copy.deepcopy(self.checkpoint_state()))
+        self._saved[name] = self.state.step
 
     def restore(self, state: dict) -> None:
         """Restore everything saved by :meth:`checkpoint_state` (modules first: the objective

@@ -31,6 +31,7 @@ class MetricsLog:
     def __init__(self, path: Optional[Path], tensorboard: bool = True):
         self.path, self.tensorboard = path, tensorboard and path is not None
         self._writer, self._purge_step = None, None
+        self.records: list[dict] = []   # this process's records, also without a file (the Python API's history)
 
     @property
     def writer(self):
@@ -41,6 +42,7 @@ class MetricsLog:
         return self._writer
 
     def write(self, record: dict) -> None:
+        self.records.append(record)
         if self.path is None:
             return
         with open(self.path, "a") as f:
