@@ -107,14 +107,16 @@ def test_mode_usage_counts_a_mode_nobody_uses():
     assert usage["inactive_modes"] == 1 and usage["inactive_by_weight"] == 0
 
 
-def test_frey_faces_log_likelihood_in_bits_per_dim(data_dir):
+def test_frey_faces_log_likelihood_in_bits_per_dim(fake_data):
+    root, imgs = fake_data.get("frey-faces")
     cfg = tiny("vae", "standard", data="frey-faces")
     cfg.data.test_subset = 10
-    run = runs.prepare(cfg, data_dir)
+    run = runs.prepare(cfg, root)
     assert run.data.kind == "8bit" and run.model.likelihood.kind == "logistic"
-    assert (len(run.data.train), len(run.data.valid), len(run.data.test)) == (1565, 200, 10)
+    assert (len(run.data.train), len(run.data.valid), len(run.data.test)) == (len(imgs) - 400, 200, 10)
     out = runs.evaluate(run, ll_samples=4)
     assert out["bits_per_dim"] == pytest.approx(bits_per_dim(out["test_ll"], 28 * 20))
+    assert out["bits_per_dim"] == pytest.approx(-out["test_ll"] / (28 * 20 * math.log(2)))
     # an untrained discretised logistic cannot beat 8 bits/dim by much nor be absurdly worse
     assert 3.0 < out["bits_per_dim"] < 12.0
 
