@@ -1,6 +1,7 @@
 """The results commands at a tiny size: bench2d and the image-table scripts run end to end, keep
 finished cells, never re-run them, and write tables and pictures."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -49,11 +50,14 @@ def test_bench2d_table_only_reproduces_the_kept_table(tmp_path, capsys):
 
 
 def script(name, *args):
+    """An experiment script on synthetic data (offline: a missing file fails instead of downloading)."""
+    env = {**os.environ, "MIXVAE_OFFLINE": "1"}
     return subprocess.run([sys.executable, str(ROOT / "experiments" / name), *args], capture_output=True, text=True,
-                          timeout=900)
+                          env=env, timeout=900)       # a guard against a hang only: these take well under a minute
 
 
-def test_sintro_images_script_tiny(tmp_path, data_dir):
+def test_sintro_images_script_tiny(tmp_path, fake_data):
+    data_dir = fake_data.get("mnist")[0]
     res = script("sintro_images.py", "--results", str(tmp_path / "r"), "--work", str(tmp_path / "w"), "--data", "mnist",
                  "--methods", "learned_prior_rent", "--train-subset", "256", "--epochs", "2", "--warmup-epochs", "1",
                  "--channels", "4", "8", "--fid-samples", "16", "--fid-reconstructions", "8", "--data-dir", str(data_dir), "--set", "train.batch_size=64")
@@ -64,7 +68,8 @@ def test_sintro_images_script_tiny(tmp_path, data_dir):
     assert cell["fid_images"] == 16 and 0 <= cell["probes"]["svm_few"] <= 1 and cell["steps"] == 8
 
 
-def test_gamix_table_script_tiny(tmp_path, data_dir):
+def test_gamix_table_script_tiny(tmp_path, fake_data):
+    data_dir = fake_data.get("frey-faces")[0]
     res = script("gamix_table.py", "--results", str(tmp_path / "r"), "--work", str(tmp_path / "w"), "--data",
                  "frey_faces", "--set", "train.max_steps=3", "--set", "eval.fid_samples=0", "--set", "model.channels=[8,4]",
                  "--set", "gamix.disc_width=8", "--data-dir", str(data_dir))

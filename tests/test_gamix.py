@@ -157,10 +157,47 @@ def test_disc_start_and_vae_mode_skip_the_discriminator():
 
 
 def test_adaptive_weight_balances_the_last_layer_gradients():
-    run = runs.prepare(tiny_cfg(adaptive_weight=True, adv_loss="hinge"))
-    opts = {k: torch.optim.Adam(v, 1e-3) for k, v in run.objective.players().items()}
-    out = run.objective.step(next(run.data.train_batches(0, 0, 16)), StepContext(0, 0, 1, 1.0, opts))
-    assert 0 < out["adv_weight"] <= 1e4 and math.isfinite(out["loss"])
+    """weight = ||grad_W rec|| / (||grad_W adv|| + 1e-4) at the decoder's output layer W, so that the
+    weighted adversarial gradient there is as large as the reconstruction gradient; the autoencoder
+    then steps on rec + KL terms + w_adv * weight * adv (checked by hand, with the same noise)."""
+    cfg = tiny_cfg(adaptive_weight=True, adv_loss="hinge", disc_dropout=0.0)
+    run = runs.prepare(cfg)
+    obj, c, m, D = run.objective, cfg.gamix, run.model, run.objective.discriminator
+    x = next(run.data.train_batches(0, 0, 16))
+    got = {}
+
+    class Keep:
+        def __init__(self, name, params):
+            self.name, self.param_groups = name, [{"params": params}]
+
+        def step(self):
+            got[self.name] = [p.grad.clone() for p in self.param_groups[0]["params"]]
+
+    opts = {k: Keep(k, v) for k, v in obj.players().items()}
+    torch.manual_seed(4)
+    out = obj.step(x, StepContext(0, 0, 1, 1.0, opts))
+    torch.manual_seed(4)
+    mu, logvar = m.encoder(x)
+    x_hat = m.decoder(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))[:, 0]
+    rec = c.w_rec * (x - x_hat).abs().mean()
+    adv = -D(torch.cat([x, x_hat]))[16:].mean()                   # hinge generator loss (one pass, as in step)
+    W = m.decoder.out.weight                                      # the output convolution
+    g_rec = torch.autograd.grad(rec, W, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(adv, W, retain_graph=True)[0]
+    assert g_adv.norm() > 1e-2                                    # the 1e-4 in the denominator is negligible
+    weight = g_rec.norm() / (g_adv.norm() + 1e-4)
+    assert 0 < weight < 1e4                                       # inside the clamp: the ratio itself
+    assert out["adv_weight"] == pytest.approx(weight.item(), rel=1e-5)
+    torch.testing.assert_close((out["adv_weight"] * g_adv).norm(), g_rec.norm(), rtol=1e-3, atol=0)
+    zm, zv = mu.mean(0), mu.var(0, unbiased=False)
+    loss_g = (rec + c.w_kl * 0.5 * (zv + zm ** 2 - 1 - torch.log(zv)).sum()
+              + c.w_var * (logvar.exp() - logvar - 1).sum(1).mean() + c.w_adv * weight.detach() * adv)
+    want = torch.autograd.grad(loss_g, obj.players()["autoencoder"])
+    # float32 rounding; biases ahead of a BatchNorm have an exact gradient of 0 and get rounding noise
+    # of the size of the other gradients, hence an absolute tolerance relative to the largest one
+    scale = max(b.abs().max().item() for b in want)
+    for a, b in zip(got["autoencoder"], want):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6 * scale)
 
 
 @pytest.mark.parametrize("mode,prior", [("gamix", "standard"), ("gamix", "mog"), ("vae", "standard")])

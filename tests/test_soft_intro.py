@@ -105,9 +105,17 @@ def test_generalised_exponent_and_overflow_safe_mean():
     a, b = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 3.0])
     want = (1 / 3) * 0.5 * (torch.exp(-3 * 0.1 * b).mean() + torch.exp(-3 * 0.1 * a).mean())
     torch.testing.assert_close(introspection_term(a, b, alpha=3.0, s=0.1), want)
-    # exp(logsumexp - log n): far below the float range it stays exact in log space
-    assert mean_exp(torch.tensor([-200.0, -200.0])) == pytest.approx(math.exp(-200), rel=1e-5) or \
-        mean_exp(torch.tensor([-200.0, -200.0])) == 0.0
+    # exp(logsumexp - log n), so the mean is as exact as the dtype allows at both ends of its range:
+    # e^-200 is below float32's smallest subnormal (1.4e-45), so the mean is exactly 0 there, not NaN,
+    assert mean_exp(torch.tensor([-200.0, -200.0])).item() == 0.0
+    # ... and in float64, which holds e^-200, it is e^-200 to rounding
+    assert mean_exp(torch.tensor([-200.0, -200.0], dtype=torch.float64)).item() == pytest.approx(math.exp(-200), rel=1e-12)
+    # a sum of exponentials that overflows float32 (2 e^88.5 > 3.4e38) gives its mean, e^88.5 = 2.7e38
+    big = torch.tensor([88.5, 88.5])
+    assert math.isinf(torch.exp(big).sum().item())
+    assert mean_exp(big).item() == pytest.approx(math.exp(88.5), rel=1e-5)
+    # mixed magnitudes: (e^0 + e^-200) / 2 = 1/2
+    assert mean_exp(torch.tensor([0.0, -200.0])).item() == pytest.approx(0.5, rel=1e-6)
     assert math.isinf(mean_exp(torch.tensor([1000.0, 0.0])).item())   # overflow is inf, never NaN
     assert mean_exp(torch.tensor([80.0, 80.0])).item() == pytest.approx(math.exp(80), rel=1e-5)
 
