@@ -9,6 +9,8 @@ import io
 import pickle
 import tarfile
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -138,7 +140,8 @@ def test_batches_are_shards_of_the_global_batch(fake_data):
 
 def test_digits_are_bundled_with_scikit_learn():
     g = load_dataset("digits")
-    assert g.shape == (1, 8, 8) and g.kind == "continuous" and len(g.train) + len(g.valid) + len(g.test) == 1797
+    assert g.shape == (1, 8, 8) and len(g.train) + len(g.valid) + len(g.test) == 1797
+    assert g.kind == "discrete" and g.levels == 17          # scikit-learn's digits hold the values k / 16
 
 
 # ------------------------------------------------------------------ the real data sets themselves
@@ -312,3 +315,37 @@ def test_image_folder_without_split_folders_holds_out_a_seeded_test_part(tmp_pat
     assert (len(d.train), len(d.valid), len(d.test)) == (9, 3, 3) and d.shape == (3, 6, 6)
     labels = torch.cat([d.train.labels, d.valid.labels, d.test.labels])
     assert torch.bincount(labels).tolist() == [5, 5, 5]
+
+
+@pytest.mark.parametrize("values, kind, levels", [
+    (np.array([0, 255], np.uint8), "binary", 2),              # 0/255 images are binary, not 8-bit gray
+    (np.array([0, 1], np.uint8), "binary", 2),
+    (np.array([0, 17, 255], np.uint8), "8bit", 256),
+    (np.array([0.0, 1.0], np.float32), "binary", 2),
+    (np.array([0.0, 0.25, 0.5, 1.0], np.float32), "discrete", 5),
+    (np.arange(17, dtype=np.float32) / 16, "discrete", 17),
+    (np.arange(256, dtype=np.float32) / 255, "8bit", 256),
+    (np.array([0.0, 0.3333, 0.71], np.float32), "continuous", None),
+])
+def test_the_kind_of_data_is_inferred_from_its_values(tmp_path, values, kind, levels):
+    rng = np.random.default_rng(0)
+    pick = lambda n: values[rng.integers(0, len(values), (n, 4, 4))]
+    train = pick(40)
+    train.flat[: len(values)] = values                         # every value occurs
+    d = load_dataset("npz", path=_npz(tmp_path, train=train, test=pick(5)))
+    assert (d.kind, d.levels) == (kind, levels)
+
+
+def test_a_binary_npz_trains_with_a_bernoulli_likelihood_and_its_config_says_so(tmp_path):
+    import yaml
+    from mixvae.cli import main
+    rng = np.random.default_rng(0)
+    p = _npz(tmp_path, train=(rng.random((60, 6, 6)) < 0.3).astype(np.uint8) * 255,
+             test=(rng.random((10, 6, 6)) < 0.3).astype(np.uint8) * 255)
+    run = tmp_path / "run"
+    sets = ["data.name=npz", f"data.path={p}", "model.hidden=[8]", "model.latent_dim=2", "train.max_steps=3",
+            "train.batch_size=20", "eval.ll_samples=3", "model.prior.kind=vampprior", "model.prior.components=3"]
+    base = Path(__file__).resolve().parents[1] / "configs" / "vampprior" / "_base.yaml"
+    assert main(["train", str(base), "--out", str(run), "--quiet", "--no-eval"]
+                + [a for o in sets for a in ("--set", o)]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["likelihood"] == "bernoulli"
