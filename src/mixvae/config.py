@@ -60,7 +60,7 @@ class PriorConfig:
 
 @dataclass
 class ModelConfig:
-    arch: Literal["vae", "hvae", "convhvae", "mlp2d", "resnet", "resnetv2"] = "vae"
+    arch: Literal["vae", "hvae", "convhvae", "mlp2d", "resnet", "resnetv2", "custom"] = "vae"   # custom: your own networks (Python API)
     latent_dim: int = _range(1, None, default=40)        # top latent (the one the prior sits on)
     lower_latent_dim: int = _range(1, None, default=40)  # z1 of the two-level models
     hidden: list[int] = field(default_factory=lambda: [300, 300])   # MLP widths (first layer first)

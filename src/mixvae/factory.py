@@ -39,19 +39,36 @@ def build_prior(cfg: Config, data: Dataset, latent_dim: int) -> Prior:
     if p.kind == "mog":
         return MoGPrior(latent_dim, p.components, p.learn_weights, p.mog_init_std)
     if p.kind == "vampprior":
-        mean, std = p.pseudo_init or VAMPPRIOR_INIT.get(cfg.data.name, (0.5, 0.05))
+        mean, std = p.pseudo_init or VAMPPRIOR_INIT.get(data.name, (0.5, 0.05))
         if data.symmetric:
             mean = 2 * mean - 1
         return VampPrior(latent_dim, p.components, data.shape, mean, std, data.value_range, p.learn_weights,
                          trainable=p.pseudo_trainable)
     # vampprior-data: K training examples (a seeded choice) as pseudo-inputs
-    if p.components > len(data.train):
+    if len(data.train) == 0:       # a model rebuilt without its data: the weights loaded next hold them
+        images = torch.zeros(p.components, *data.shape)
+    elif p.components > len(data.train):
         raise UserError(f"model.prior.components = {p.components} exceeds the {len(data.train)} training examples "
                         "available for vampprior-data")
-    idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[: p.components]
-    images = data.scale(data.train.get(idx))
+    else:
+        idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[: p.components]
+        images = data.scale(data.train.get(idx))
     return VampPrior(latent_dim, p.components, data.shape, data_range=data.value_range, learn_weights=p.learn_weights,
                      init_images=images, init_noise=p.pseudo_noise, trainable=p.pseudo_trainable)
+
+
+def resolve_auto(cfg: Config, data: Dataset) -> Config:
+    """Replace the settings the data decides ('auto' likelihood, the VampPrior's pseudo-input
+    initialisation) by their values, so that config.yaml states what was used."""
+    cfg.model.likelihood = likelihood_kind(cfg, data)
+    p = cfg.model.prior
+    if p.kind == "vampprior" and p.pseudo_init is None:
+        if data.name in VAMPPRIOR_INIT or not data.is_image:
+            p.pseudo_init = list(VAMPPRIOR_INIT.get(data.name, (0.5, 0.05)))
+        elif len(data.train):        # unnamed images: their mean training pixel, std 0.05 (0.01 for binary data)
+            mean = float(data.train.get(slice(0, 10_000)).mean())
+            p.pseudo_init = [round(mean, 4), 0.01 if data.kind == "binary" else 0.05]
+    return cfg
 
 
 def build_model(cfg: Config, data: Dataset) -> LatentVariableModel:
@@ -93,6 +110,9 @@ def build_model(cfg: Config, data: Dataset) -> LatentVariableModel:
         net = dict(width=width, bottleneck=bottleneck, stages=m.stages, bn_mode=m.bn_mode)
         return VAE(gamix.ResNetV2Encoder(data.shape, m.latent_dim, **net),
                    gamix.ResNetV2Decoder(data.shape, m.latent_dim, ppp, **net), prior, head, data.shape)
+    if m.arch == "custom":
+        raise UserError("model.arch = 'custom': this run was trained from Python with your own networks; build "
+                        "the model again and load its weights with mixvae.load_weights(model, RUN)")
     raise UserError(f"model.arch = {m.arch!r} is not available yet")
 
 

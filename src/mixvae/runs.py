@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import yaml
 
 from . import __version__, progress
-from .config import Config, load_config, save_config
+from .config import Config, config_to_dict, load_config, save_config
 from .data import Dataset, resolve_data_dir
 from .errors import UserError
-from .factory import build_data, build_model, build_objective, likelihood_kind, resolve_device
+from .factory import build_data, build_model, build_objective, resolve_auto, resolve_device
 from .metrics.latent import active_units, mode_usage, posterior_mean_variance
 from .metrics.likelihood import bits_per_dim, elbo_parts, log_likelihood
 from .metrics.reconstruction import latent_statistics, reconstruction_report
@@ -52,7 +53,7 @@ def prepare(cfg: Config, data_dir=None, run_dir: Optional[Path] = None) -> Run:
     torch.use_deterministic_algorithms(cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     data = build_data(cfg, data_dir)
-    cfg.model.likelihood = likelihood_kind(cfg, data)   # config.yaml states the likelihood 'auto' chose
+    resolve_auto(cfg, data)   # config.yaml states the likelihood and pseudo-input initialisation used
     torch.manual_seed(cfg.seed)
     try:
         model = build_model(cfg, data).to(device)
@@ -76,7 +77,7 @@ def create_run_dir(run: Run, out: Path, data_dir) -> None:
     save_config(run.cfg, out / "config.yaml")
     meta = {"mixvae": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "data_dir": str(resolve_data_dir(data_dir).resolve()), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "data_shape": list(run.data.shape), "data_kind": run.data.kind}
+            "data_shape": list(run.data.shape), "data_kind": run.data.kind, "data": run.data.spec()}
     (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -191,7 +192,8 @@ def export_weights(run: Run, file: Path) -> Path:
     tensors = {f"{name}/{k}": v.detach().cpu().contiguous()
                for name, m in run.objective.modules().items() for k, v in m.state_dict().items()}
     meta = {"format": "mixvae-weights-1", "objective_state": json.dumps(run.objective.state_dict()),
-            "mixvae": __version__}
+            "mixvae": __version__, "config": yaml.safe_dump(config_to_dict(run.cfg), sort_keys=False),
+            "data": json.dumps(run.data.spec())}
     file.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(file), metadata=meta)
     return file

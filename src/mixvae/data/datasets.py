@@ -85,6 +85,20 @@ class Dataset:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.train.values.shape[1:])
 
+    def spec(self) -> dict:
+        """What a model needs to know about the data (name, kind, levels, shape, scale), as JSON."""
+        return {"name": self.name, "kind": self.kind, "levels": self.levels, "shape": list(self.shape),
+                "scale": "symmetric" if self.symmetric else "unit"}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "Dataset":
+        """A data set with no examples that describes data as :meth:`spec` did (to rebuild a model
+        without its data)."""
+        empty = Split(torch.zeros(0, *spec["shape"]), 1.0)
+        levels = spec.get("levels") or {"binary": 2, "8bit": 256}.get(spec["kind"])
+        return cls(spec["name"], spec["kind"], empty, empty, empty, symmetric=spec.get("scale") == "symmetric",
+                   levels=levels)
+
     @property
     def value_range(self) -> tuple[float, float]:
         """Range of the values the model sees ([0, 1], [-1, 1], or a 2D set's evaluation box)."""
@@ -280,6 +294,9 @@ def load_dataset(name: str, *, path: Optional[str] = None, data_dir=None, binari
                  valid_size: float = 0.1, split_seed: int = 0, train_subset: Optional[int] = None,
                  test_subset: Optional[int] = None, epoch_size: int = 1000) -> Dataset:
     """Load a data set by name (see :data:`NAMES`); the keyword arguments mirror ``DataConfig``."""
+    if name == "tensors":
+        raise UserError("data.name = 'tensors': this run was trained from Python on in-memory data; reopen it "
+                        "with mixvae.load(RUN) and evaluate it on your tensors")
     if name not in NAMES:
         raise UserError(f"data.name = {name!r} is not a known data set; expected one of: {', '.join(NAMES)}")
     if name in toy2d.NAMES:

@@ -1,0 +1,287 @@
+"""The Python API: build a model, fit it on your data, measure it, save it and load it back.
+
+    import mixvae
+    model = mixvae.build("vae", data=x_train, prior="vampprior", components=500)
+    mixvae.fit(model, x_train, epochs=30, warmup_epochs=10)
+    ll = mixvae.log_likelihood(model, x_test, samples=5000)          # (N,) nats
+    mixvae.save_images(model.sample(64), "samples.png")
+
+Data are torch tensors or numpy arrays: images (N, C, H, W) with C = 1 or 3, or (N, H, W), with
+floats in [0, 1] or uint8; vectors (N, D). The kind of data (binary, 8-bit, other quantised,
+continuous) is read off the values and picks the default likelihood, as for files. ``fit`` also
+takes any re-iterable source of batches (a DataLoader) with validation examples in memory.
+
+Everything runs the library's one training loop and objectives; with ``out=FOLDER`` a fit writes
+the same run folder as ``mixvae train`` (config.yaml, metrics.jsonl, checkpoints, pictures,
+TensorBoard events), which :func:`load` and the command line reopen.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from .config import Config, config_from_dict, config_to_dict, load_config, save_config
+from .data import BatchStream, Dataset, from_tensors
+from .data.datasets import _as_split
+from .errors import UserError
+from .factory import build_model, build_objective, resolve_auto
+from .models import LatentVariableModel
+
+Data = Union[torch.Tensor, Any]   # a tensor, a numpy array, or (for fit) an iterable of batches
+PRESETS = Path(__file__).resolve().parents[2] / "configs"   # the repository's presets, in a checkout
+_PRIOR_KEYS = {f.name for f in dataclasses.fields(Config().model.prior)} - {"kind"}
+_SECTIONS = ("data", "model", "train", "eval", "elbo", "sintro", "gamix")
+
+
+def _data(data, name: str = "data") -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    if data is None:
+        raise UserError(f"{name} is required: a tensor or array of examples")
+    return from_tensors(data)
+
+
+def build(arch: str = "vae", *, data, seed: int = 0, prior: Optional[str] = None, **options) -> LatentVariableModel:
+    """A model for ``data`` (examples as a tensor / array, or a Dataset: only their shape and kind
+    are used, and the training images of a ``vampprior-data`` prior).
+
+    ``arch``: ``vae`` | ``hvae`` | ``convhvae`` | ``mlp2d`` | ``resnet`` | ``resnetv2``, or a preset: a
+    YAML path or a name under configs/ (``"vampprior/vae_vampprior_static_mnist"``), whose model
+    section is used. ``prior``: ``standard`` | ``mog`` | ``vampprior`` | ``vampprior-data``.
+    ``options``: keys of the config's ``model`` section (``latent_dim``, ``hidden``, ``likelihood``,
+    ...) and of ``model.prior`` (``components``, ``learn_weights``, ``pseudo_init``, ...).
+    The model carries its config as ``model.config``.
+    """
+    ds = _data(data)
+    if arch.endswith((".yaml", ".yml")) or "/" in arch:
+        path = Path(arch) if Path(arch).suffix else PRESETS / f"{arch}.yaml"
+        spec = config_to_dict(load_config(path))
+    else:
+        spec = {"model": {"arch": arch}}
+    spec["seed"] = seed
+    model_spec = spec.setdefault("model", {})
+    prior_spec = model_spec.setdefault("prior", {})
+    if prior is not None:
+        prior_spec["kind"] = prior
+    for k, v in options.items():
+        (prior_spec if k in _PRIOR_KEYS else model_spec)[k] = v
+    cfg = config_from_dict(spec, "mixvae.build")
+    cfg.data.name = ds.name
+    resolve_auto(cfg, ds)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, ds)
+    model.config = cfg
+    model.data_spec = ds.spec()
+    return model
+
+
+def _fit_config(model, objective: Optional[str], seed: Optional[int], options: dict) -> Config:
+    base = copy.deepcopy(getattr(model, "config", None)) or Config()
+    spec = config_to_dict(base)
+    if getattr(model, "config", None) is None:
+        spec["model"]["arch"] = "custom"
+    if objective is not None:
+        spec["train"]["objective"] = objective
+    if seed is not None:
+        spec["seed"] = seed
+    for k, v in options.items():
+        if k in _SECTIONS and isinstance(v, dict):
+            spec[k].update(v)
+        else:
+            spec["train"][k] = v
+    return config_from_dict(spec, "mixvae.fit")
+
+
+def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *, out: Optional[Union[str, Path]] = None,
+        objective: Optional[str] = None, seed: Optional[int] = None, steps_per_epoch: Optional[int] = None,
+        progress: bool = True, **options) -> dict:
+    """Train ``model`` in place with the library's training loop; returns the history.
+
+    ``train``: examples (tensor / array; a seeded 10% is held out for validation unless ``valid`` is
+    given) or an iterable of batches (then ``valid`` examples are required and ``steps_per_epoch``
+    if it has no length). ``options``: keys of the config's ``train`` section (``epochs``,
+    ``batch_size``, ``lr``, ``optimizer``, ``warmup_epochs``, ``patience``, ``max_steps``, ...), or a
+    whole section as a dict (``sintro={"beta_neg": 256}``). ``objective``: ``elbo`` (default) |
+    ``sintro`` | ``gamix``. ``out``: a new run folder to write (checkpoints, metrics, pictures).
+    At the end the model holds the weights with the best validation loss (likelihood training) or
+    the last ones (adversarial training). Returns ``{"steps", "best_step", "best_valid_loss",
+    "stop_reason", "seconds", "records"}`` (records: the metrics.jsonl lines).
+    """
+    from .runs import check_new_run_dir, picture_run
+    from .training.loop import Trainer
+    cfg = _fit_config(model, objective, seed, options)
+    if isinstance(train, Dataset):
+        data = train
+    elif isinstance(train, torch.Tensor) or hasattr(train, "__array__"):
+        data = from_tensors(train, valid, valid_size=cfg.data.valid_size, split_seed=cfg.data.split_seed)
+    else:
+        if valid is None:
+            raise UserError("fit on an iterable of batches needs valid= examples (a tensor or array)")
+        data = BatchStream(train, from_tensors(_as_split(valid, "valid").get()), steps_per_epoch)
+    device = next(model.parameters()).device
+    objective_ = build_objective(cfg, model)
+    for m in objective_.modules().values():
+        m.to(device)
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None:
+        check_new_run_dir(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        (run_dir / "run.json").write_text(json.dumps({"data": data.spec(), "data_shape": list(data.shape),
+                                                      "data_kind": data.kind, "created_by": "mixvae.fit"}, indent=2))
+    torch.manual_seed(cfg.seed)
+    trainer = Trainer(cfg, objective_, data, run_dir, device, progress=progress,
+                      after_eval=(lambda tr: picture_run(tr, run_dir)) if run_dir is not None else None)
+    try:
+        state = trainer.fit()
+    finally:
+        trainer.log.close()
+    if objective_.select_best:
+        best = (torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True) if run_dir is not None
+                and (run_dir / "checkpoints" / "best.pt").exists() else trainer.best_state)
+        if best is not None:
+            objective_.load_state_dict(best.get("objective", {}))
+            for k, m in objective_.modules().items():
+                m.load_state_dict(best["modules"][k])
+    model.eval()
+    model.config, model.data_spec = cfg, data.spec()
+    return {"steps": state.step, "best_step": state.best_step, "best_valid_loss": state.best_loss,
+            "stop_reason": state.stop_reason or "budget reached", "seconds": round(state.seconds, 1),
+            "records": trainer.log.records}
+
+
+def _examples(model, x) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return _as_split(x, "x").get().to(device)
+
+
+def _batches(model, x, batch_size: int):
+    t = _examples(model, x)
+    return (t[i:i + batch_size] for i in range(0, t.shape[0], batch_size))
+
+
+def log_likelihood(model: LatentVariableModel, x: Data, samples: int = 5000, batch_size: int = 500,
+                   seed: int = 0, chunk: int = 4096) -> torch.Tensor:
+    """Importance-sampled log p(x) per example (nats), shape (N,), with ``samples`` draws from q(z|x)."""
+    from .metrics.likelihood import log_likelihood as ll
+    from .progress import bar
+    t = _examples(model, x)
+    with torch.random.fork_rng(), bar(total=t.shape[0], desc=f"log-likelihood (S={samples})", unit="img") as b:
+        torch.manual_seed(seed)
+        return torch.cat([ll(model, t[i:i + batch_size], samples, chunk, bar=b).cpu()
+                          for i in range(0, t.shape[0], batch_size)])
+
+
+def elbo(model: LatentVariableModel, x: Data, batch_size: int = 500, seed: int = 0) -> dict:
+    """The single-sample ELBO and its parts averaged over the examples (nats):
+    ``{"elbo", "rec" (= -E log p(x|z)), "kl" (= E[log q(z|x) - log p(z)])}``."""
+    from .metrics.likelihood import elbo_parts
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return elbo_parts(model, _batches(model, x, batch_size))
+
+
+def active_units(model: LatentVariableModel, x: Data, threshold: float = 0.01, batch_size: int = 500) -> dict:
+    """Active latent units (Var_x E_q[z_d] > threshold) per latent level: ``{"z": 37}`` or ``{"z2": .., "z1": ..}``."""
+    from .metrics.latent import active_units as au, posterior_mean_variance
+    return au(posterior_mean_variance(model, _batches(model, x, batch_size)), threshold)
+
+
+def save_images(images: torch.Tensor, path: Union[str, Path], nrow: Optional[int] = None) -> Path:
+    """Write images (N, C, H, W) in [0, 1] as one PNG grid."""
+    from .viz import save_grid
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return save_grid(images.detach().cpu(), path, nrow)
+
+
+def _rebuild(cfg: Config, spec: dict) -> LatentVariableModel:
+    data = Dataset.from_spec(spec)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data)
+    model.config, model.data_spec = cfg, spec
+    return model
+
+
+def _weights_file(path: Path) -> tuple[dict, dict]:
+    """(modules' state dicts, objective state) of a run folder's best / latest checkpoint or its
+    model.safetensors, or of a .safetensors file."""
+    from safetensors import SafetensorError, safe_open
+
+    from .training.checkpoint import load_checkpoint
+    if path.is_dir():
+        for name in ("best.pt", "latest.pt"):
+            if (path / "checkpoints" / name).is_file():
+                state = load_checkpoint(path / "checkpoints" / name)
+                return state.get("modules", {}), state.get("objective", {})
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise UserError(f"{path}: no weights there (a run folder's checkpoints or model.safetensors, or a .safetensors file)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: not a safetensors file of mixvae weights ({e})") from None
+    modules: dict[str, dict] = {}
+    for key, t in tensors.items():
+        name, _, k = key.partition("/")
+        modules.setdefault(name, {})[k] = t
+    return modules, json.loads(meta.get("objective_state", "{}"))
+
+
+def load_weights(model: LatentVariableModel, path: Union[str, Path]) -> LatentVariableModel:
+    """Load weights into a model you built (e.g. with your own networks) from a run folder
+    (best checkpoint, else latest, else model.safetensors) or a .safetensors file; returns the model.
+    (A run whose VampPrior was converted to a MoG needs :func:`load`, which rebuilds that prior.)"""
+    modules, _ = _weights_file(Path(path))
+    if "model" not in modules:
+        raise UserError(f"{path}: holds no model weights")
+    try:
+        model.load_state_dict(modules["model"])
+    except RuntimeError as e:
+        raise UserError(f"{path}: the weights do not fit this model ({str(e).splitlines()[0][:200]})") from None
+    return model.eval()
+
+
+def load(path: Union[str, Path], device: str = "cpu") -> LatentVariableModel:
+    """The model of a run folder (its config.yaml; best weights, else latest, else model.safetensors)
+    or of a .safetensors file written by ``mixvae export``, in eval mode. No data are needed and no
+    code runs when the files are read."""
+    import yaml
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise UserError(f"{path} is not a run folder (no config.yaml)")
+        cfg = load_config(path / "config.yaml")
+        meta = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
+        spec = meta.get("data") or {"name": cfg.data.name, "kind": meta.get("data_kind", "continuous"),
+                                    "shape": meta.get("data_shape"), "scale": cfg.data.scale}
+        if not spec.get("shape"):
+            raise UserError(f"{path}/run.json does not record the data's shape; reopen it with mixvae.runs.open_run")
+    else:
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"{path}: not a safetensors file of mixvae weights ({e})") from None
+        if "config" not in meta or "data" not in meta:
+            raise UserError(f"{path} has no config in its metadata (written before mixvae 0.2); build the model "
+                            "and use mixvae.load_weights(model, file)")
+        cfg = config_from_dict(yaml.safe_load(meta["config"]), str(path))
+        spec = json.loads(meta["data"])
+    model = _rebuild(cfg, spec)
+    objective = build_objective(cfg, model)
+    modules, objective_state = _weights_file(path)
+    try:
+        objective.load_state_dict(objective_state)
+        for k, m in objective.modules().items():
+            m.load_state_dict(modules[k])
+    except (KeyError, RuntimeError) as e:
+        raise UserError(f"{path}: the weights do not fit the model of its config ({str(e).splitlines()[0][:200]})") from None
+    return model.to(device).eval()

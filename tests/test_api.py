@@ -1,0 +1,139 @@
+"""The Python API (mixvae.build / fit / log_likelihood / load ...): the README's first Python block
+runs as written; models from parts with the user's own networks; tensors, arrays and iterables of
+batches; run folders and safetensors files load back into the same model."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import mixvae
+from mixvae.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_python_block() -> str:
+    text = (ROOT / "README.md").read_text()
+    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
+
+
+def test_the_readmes_first_python_block_runs_as_written(tmp_path, monkeypatch, capsys):
+    block = readme_python_block()
+    assert len([line for line in block.splitlines() if line.strip()]) <= 10
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    ll = float(re.search(r"test log-likelihood: (-?[0-9.]+)", out).group(1))
+    assert -800 < ll < 0
+    assert (tmp_path / "samples.png").stat().st_size > 0
+
+
+def tiny_binary(n=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, 8, 8, generator=g) < 0.3).float()
+
+
+def test_fit_on_tensors_arrays_and_batches_uses_the_same_loop(tmp_path):
+    x = tiny_binary()
+    kw = dict(data=x, prior="vampprior", components=5, latent_dim=3, hidden=[16])
+    a, b = mixvae.build("vae", **kw), mixvae.build("vae", **kw)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)                                   # seeded builds are identical
+    ha = mixvae.fit(a, x, epochs=2, batch_size=30, progress=False)
+    hb = mixvae.fit(b, (x.numpy() * 255).astype(np.uint8), epochs=2, batch_size=30, progress=False)
+    assert ha["steps"] == hb["steps"] == 2 * (270 // 30)
+    for p, q in zip(a.parameters(), b.parameters()):               # uint8 0/255 arrays are the same binary data
+        assert torch.equal(p, q)
+    assert [r["split"] for r in ha["records"]].count("valid") == 2
+    c = mixvae.build("vae", **kw)
+    batches = [x[i:i + 30] for i in range(0, 270, 30)]
+    hc = mixvae.fit(c, batches, valid=x[270:], epochs=2, progress=False)
+    assert hc["steps"] == 18 and np.isfinite(hc["best_valid_loss"])
+    with pytest.raises(UserError, match="valid"):
+        mixvae.fit(c, iter(batches), epochs=1)
+    with pytest.raises(UserError, match="unknown key 'train.epoch'"):
+        mixvae.fit(c, x, epoch=1)
+
+
+def test_metrics_on_any_tensor_agree_with_their_definitions():
+    x = tiny_binary()
+    model = mixvae.build("vae", data=x, latent_dim=3, hidden=[16])
+    mixvae.fit(model, x, epochs=1, batch_size=50, progress=False)
+    ll = mixvae.log_likelihood(model, x[:20], samples=64)
+    assert ll.shape == (20,) and (ll < 0).all()
+    e = mixvae.elbo(model, x[:20])
+    assert e["elbo"] == pytest.approx(-(e["rec"] + e["kl"]))
+    assert ll.mean() > e["elbo"] - 1.0                               # IS with 64 draws is above the ELBO on average
+    au = mixvae.active_units(model, x)
+    assert set(au) == {"z"} and 0 <= au["z"] <= 3
+
+
+class MyEncoder(nn.Module):
+    """The contract: x (N, *data_shape) -> (mu, logvar), each (N, D)."""
+
+    def __init__(self, d=2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 2 * d))
+
+    def forward(self, x):
+        return self.net(x).chunk(2, dim=-1)
+
+
+class MyDecoder(nn.Module):
+    """The contract: z (..., D) -> raw likelihood parameters (..., P, *data_shape)."""
+
+    def __init__(self, d=2, params=1):
+        super().__init__()
+        self.params = params
+        self.net = nn.Sequential(nn.Linear(d, 32), nn.Tanh(), nn.Linear(32, params * 64))
+
+    def forward(self, z):
+        return self.net(z).reshape(*z.shape[:-1], self.params, 1, 8, 8)
+
+
+def test_a_model_from_parts_with_the_users_own_networks_trains_and_reloads(tmp_path):
+    x = tiny_binary()
+    model = mixvae.VAE(MyEncoder(), MyDecoder(), mixvae.MoGPrior(2, 4), mixvae.LikelihoodHead("bernoulli", 3), (1, 8, 8))
+    h = mixvae.fit(model, x, epochs=2, batch_size=50, out=tmp_path / "run", progress=False)
+    assert h["steps"] == 10 and (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+    again = mixvae.VAE(MyEncoder(), MyDecoder(), mixvae.MoGPrior(2, 4), mixvae.LikelihoodHead("bernoulli", 3), (1, 8, 8))
+    mixvae.load_weights(again, tmp_path / "run")
+    for p, q in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(p, q)
+    with pytest.raises(UserError, match="load_weights"):           # its config cannot rebuild your networks
+        mixvae.load(tmp_path / "run")
+
+
+def test_a_run_folder_and_an_exported_file_load_back_into_the_same_model(tmp_path):
+    from mixvae.cli import main
+    x = tiny_binary()
+    model = mixvae.build("vae", data=x, prior="vampprior", components=5, latent_dim=3, hidden=[16])
+    mixvae.fit(model, x, epochs=2, batch_size=50, out=tmp_path / "run", progress=False)
+    loaded = mixvae.load(tmp_path / "run")
+    for (k, p), q in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(p, q), k
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "w.safetensors")]) == 2  # in-memory data
+
+    # a CLI run exported to safetensors loads from the file alone (its config travels in the metadata)
+    sets = ["data.name=digits", "model.hidden=[16]", "model.latent_dim=3", "model.prior.kind=vampprior",
+            "model.prior.components=4", "train.max_steps=5", "train.batch_size=50"]
+    cli_run = tmp_path / "cli"
+    assert main(["train", str(ROOT / "configs/vampprior/_base.yaml"), "--out", str(cli_run), "--quiet", "--no-eval"]
+                + [a for o in sets for a in ("--set", o)]) == 0
+    assert main(["export", str(cli_run), "--out", str(tmp_path / "w.safetensors")]) == 0
+    from_file, from_run = mixvae.load(tmp_path / "w.safetensors"), mixvae.load(cli_run)
+    for p, q in zip(from_file.state_dict().values(), from_run.state_dict().values()):
+        assert torch.equal(p, q)
+    assert from_file.likelihood.kind == "logistic" and from_file.likelihood.bins == 17
+
+
+def test_a_preset_by_name_builds_the_papers_model_for_your_data():
+    x = tiny_binary(50)
+    model = mixvae.build("vampprior/hvae_vampprior_static_mnist", data=x, components=7)
+    assert isinstance(model, mixvae.HVAE) and model.prior.num_components == 7 and model.latent_dim == 40
+    # unnamed binary images: pseudo-inputs start at their mean pixel, std 0.01 (stated in the config)
+    mean = float(mixvae.from_tensors(x).train.get().mean())          # the training part (10% is validation)
+    assert model.config.model.prior.pseudo_init == [pytest.approx(mean, abs=1e-4), 0.01]
