@@ -148,13 +148,17 @@ def train(cfg: Config, out: Path, data_dir=None, resume: bool = False, progress:
 
 
 def picture_run(trainer: Trainer, out: Path) -> None:
-    """After each validation: the run's pictures (also to TensorBoard) and curves.png."""
+    """After each validation: the run's pictures and curves.png; the pictures also go to TensorBoard
+    at the first 10 validations and every 10th after (a long run's event file stays small)."""
     import numpy as np
     from PIL import Image
     from .viz import save_curves, save_run_pictures
+    trainer.validations = getattr(trainer, "validations", 0) + 1
+    to_tensorboard = trainer.validations <= 10 or trainer.validations % 10 == 0
     for path in save_run_pictures(trainer.objective.model, trainer.data, out):
-        with Image.open(path) as im:
-            trainer.log.add_image(path.stem, np.asarray(im.convert("RGB")), trainer.state.step)
+        if to_tensorboard:
+            with Image.open(path) as im:
+                trainer.log.add_image(path.stem, np.asarray(im.convert("RGB")), trainer.state.step)
     save_curves(out / "metrics.jsonl", out / "curves.png")
 
 
