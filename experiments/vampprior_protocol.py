@@ -53,7 +53,8 @@ def measure(folder: Path, data_dir, threads: int) -> dict:
     check = runs.evaluate(runs.open_run(folder, data_dir, weights=weights,
                                         overrides=[f"data.test_subset={CHECK['images']}"]), ll_samples=CHECK["samples"])
     full["check"] = {k: check[k] for k in ("test_ll", "test_ll_samples", "test_examples")}
-    where = folder.resolve().relative_to(ROOT) if folder.resolve().is_relative_to(ROOT) else folder
+    top = next((p for p in folder.resolve().parents if (p / ".git").exists()), None)   # the repo holding the cell
+    where = folder.resolve().relative_to(top) if top is not None else folder
     full["check"]["command"] = (f"mixvae eval {where.as_posix()} --ll-samples {CHECK['samples']} "
                                 f"--set data.test_subset={CHECK['images']}")
     full.update(eval_threads=threads, eval_seconds=round(time.perf_counter() - t0, 1))
