@@ -247,7 +247,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     if args.docs:
-        from mixvae.grid import replace_between
+        from mixvae.app.grid import replace_between
         if not replace_between(args.docs, BEGIN, END, text):
             raise SystemExit(f"{args.docs} has no {BEGIN} ... {END} markers")
 

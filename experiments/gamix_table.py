@@ -6,7 +6,7 @@ evaluates its last checkpoint on the test split: L1 and PSNR of reconstructions 
 [0, 1]), FID of reconstructions and of prior samples (standard protocol, offline weights; n images),
 and the latent statistics of the variance-collapse check: the per-dimension batch mean and variance
 of mu and the mean posterior variance sigma^2, summarised over dimensions. Finished cells are kept
-under results/gamix/cells/ and never re-run (see mixvae.grid).
+under results/gamix/cells/ and never re-run (see mixvae.app.grid).
 
     python experiments/gamix_table.py                              # both data sets, the presets' budgets
     python experiments/gamix_table.py --data frey_faces --set train.epochs=5 --tag short
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.config import load_config  # noqa: E402
-from mixvae.grid import Cell, add_grid_arguments, column, grouped, run_grid  # noqa: E402
+from mixvae.app.grid import Cell, add_grid_arguments, column, grouped, run_grid  # noqa: E402
 
 DATA = {"cifar10_32": "CIFAR-10 32x32 (JPEG copy)", "frey_faces": "Frey Faces 28x20"}
 METHODS = {"gamix": "GAMIX-VAE", "vae": "plain VAE, same network"}

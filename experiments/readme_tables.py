@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mixvae.grid import replace_between  # noqa: E402
+from mixvae.app.grid import replace_between  # noqa: E402
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Every cell trains a preset ``configs/sintro/<data>_<method>.yaml`` with the same
 15 of 20 epochs in the paper) and evaluates its last checkpoint: FID of prior samples and of
 reconstructions against the test split (standard protocol, offline Inception weights), linear-SVM
 and kNN probes on one standardised sampled z per image, and inactive modes. Finished cells are kept
-under results/sintro_images/cells/ and never re-run (see mixvae.grid).
+under results/sintro_images/cells/ and never re-run (see mixvae.app.grid).
 
     python experiments/sintro_images.py                          # MNIST and Fashion-MNIST, the CPU budget
     python experiments/sintro_images.py --data cifar10 --methods learned_prior --epochs 2 --train-subset 5000 \\
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.config import load_config  # noqa: E402
-from mixvae.grid import Cell, add_grid_arguments, column, grouped, run_grid  # noqa: E402
+from mixvae.app.grid import Cell, add_grid_arguments, column, grouped, run_grid  # noqa: E402
 
 METHODS = {
     "vae": "VAE",

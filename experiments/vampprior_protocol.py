@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mixvae import runs  # noqa: E402
-from mixvae.grid import continue_cell, finish_cell, pack_cell, write_table  # noqa: E402
+from mixvae.app import runs  # noqa: E402
+from mixvae.app.grid import continue_cell, finish_cell, pack_cell, write_table  # noqa: E402
 
 CELLS = {  # cell -> (label, preset)
     "vae_standard": ("VAE + standard prior", "vae_standard_static_mnist.yaml"),

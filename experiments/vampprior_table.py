@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mixvae.grid import Cell, grouped, mean_std, run_grid  # noqa: E402
+from mixvae.app.grid import Cell, grouped, mean_std, run_grid  # noqa: E402
 
 ROWS = {  # row key -> (label, preset)
     "vae_standard": ("VAE + standard prior", "vae_standard_dynamic_mnist.yaml"),

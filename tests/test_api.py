@@ -108,7 +108,7 @@ def test_a_model_from_parts_with_the_users_own_networks_trains_and_reloads(tmp_p
 
 
 def test_a_run_folder_and_an_exported_file_load_back_into_the_same_model(tmp_path):
-    from mixvae.cli import main
+    from mixvae.app.cli import main
     x = tiny_binary()
     model = mixvae.build("vae", data=x, prior="vampprior", components=5, latent_dim=3, hidden=[16])
     mixvae.fit(model, x, epochs=2, batch_size=50, out=tmp_path / "run", progress=False)

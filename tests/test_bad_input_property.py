@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mixvae.cli import main
+from mixvae.app.cli import main
 from mixvae.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import yaml
 import pytest
 import torch
 
-from mixvae.cli import main
+from mixvae.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train.epochs=2", "train.batch_size=50", "train.log_every=5", "model.hidden=[32,32]",

@@ -338,7 +338,7 @@ def test_the_kind_of_data_is_inferred_from_its_values(tmp_path, values, kind, le
 
 def test_a_binary_npz_trains_with_a_bernoulli_likelihood_and_its_config_says_so(tmp_path):
     import yaml
-    from mixvae.cli import main
+    from mixvae.app.cli import main
     rng = np.random.default_rng(0)
     p = _npz(tmp_path, train=(rng.random((60, 6, 6)) < 0.3).astype(np.uint8) * 255,
              test=(rng.random((10, 6, 6)) < 0.3).astype(np.uint8) * 255)

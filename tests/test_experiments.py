@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mixvae.cli import main
+from mixvae.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mixvae import runs
+from mixvae.app import runs
 from mixvae.config import GamixConfig, config_from_dict
 from mixvae.distributions import DiagonalGaussian, DiagonalGaussianMixture
 from mixvae.objectives.base import StepContext

@@ -22,7 +22,7 @@ CONFIG = ["seed=5", "data.name=digits", "model.hidden=[24]", "model.latent_dim=3
 KILLER = """
 import os, signal, sys
 import torch
-from mixvae import cli
+from mixvae.app import cli
 from mixvae.training import checkpoint, loop
 how, n = sys.argv[1], int(sys.argv[2])
 if how == "step":

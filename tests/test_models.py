@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mixvae import runs
+from mixvae.app import runs
 from mixvae.config import config_from_dict
 from mixvae.distributions import DiagonalGaussian
 from mixvae.metrics.latent import active_units, mode_usage, posterior_mean_variance

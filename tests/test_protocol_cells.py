@@ -1,4 +1,4 @@
-"""Long cells kept in the repository (experiments/vampprior_protocol.py, mixvae.grid): a cell killed
+"""Long cells kept in the repository (experiments/vampprior_protocol.py, mixvae.app.grid): a cell killed
 mid-training, packed, committed, cloned elsewhere and continued there ends bitwise equal to a cell
 that was never interrupted; a finished cell keeps only its result and reopens without checkpoints."""
 import json
@@ -105,7 +105,7 @@ def test_a_cell_killed_committed_and_continued_from_a_clone_ends_bitwise_equal(t
 
 
 def test_a_finished_cell_reopens_from_its_safetensors_and_reproduces_its_check_figure(tmp_path, capsys):
-    from mixvae.cli import main
+    from mixvae.app.cli import main
     results = tmp_path / "res"
     res = protocol(results)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mixvae.cli import main
+from mixvae.app.cli import main
 
 TINY = ["data.name=digits", "model.hidden=[16]", "model.latent_dim=3", "model.prior.kind=vampprior",
         "model.prior.components=4", "train.epochs=2", "train.warmup_epochs=1", "train.batch_size=50",

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from mixvae import runs
-from mixvae.cli import main
+from mixvae.app import runs
+from mixvae.app.cli import main
 from tests.test_cli import ROOT, TINY, one_line_error, sets
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mixvae import runs
+from mixvae.app import runs
 from mixvae.config import SoftIntroConfig, config_from_dict
 from mixvae.distributions import DiagonalGaussian, DiagonalGaussianMixture
 from mixvae.models import VAE, LikelihoodHead

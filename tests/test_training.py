@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mixvae import runs
+from mixvae.app import runs
 from mixvae.config import config_from_dict
 from mixvae.objectives.base import StepContext
 from mixvae.training.checkpoint import load_checkpoint, save_checkpoint

@@ -112,7 +112,7 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     the last ones (adversarial training). Returns ``{"steps", "best_step", "best_valid_loss",
     "stop_reason", "seconds", "records"}`` (records: the metrics.jsonl lines).
     """
-    from .runs import check_new_run_dir, picture_run
+    from .app.runs import check_new_run_dir, picture_run
     from .training.loop import Trainer
     cfg = _fit_config(model, objective, seed, options)
     if isinstance(train, Dataset):
@@ -194,7 +194,7 @@ def active_units(model: LatentVariableModel, x: Data, threshold: float = 0.01, b
 
 def save_images(images: torch.Tensor, path: Union[str, Path], nrow: Optional[int] = None) -> Path:
     """Write images (N, C, H, W) in [0, 1] as one PNG grid."""
-    from .viz import save_grid
+    from .app.viz import save_grid
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return save_grid(images.detach().cpu(), path, nrow)
 
@@ -262,7 +262,7 @@ def load(path: Union[str, Path], device: str = "cpu") -> LatentVariableModel:
         spec = meta.get("data") or {"name": cfg.data.name, "kind": meta.get("data_kind", "continuous"),
                                     "shape": meta.get("data_shape"), "scale": cfg.data.scale}
         if not spec.get("shape"):
-            raise UserError(f"{path}/run.json does not record the data's shape; reopen it with mixvae.runs.open_run")
+            raise UserError(f"{path}/run.json does not record the data's shape; reopen it with mixvae.app.runs.open_run")
     else:
         from safetensors import SafetensorError, safe_open
         try:

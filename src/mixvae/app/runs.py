@@ -18,18 +18,18 @@ from typing import Optional
 import torch
 import yaml
 
-from . import __version__, progress
-from .config import Config, config_to_dict, load_config, save_config
-from .data import Dataset, resolve_data_dir
-from .errors import UserError
-from .factory import build_data, build_model, build_objective, resolve_auto, resolve_device
-from .metrics.latent import active_units, mode_usage, posterior_mean_variance
-from .metrics.likelihood import bits_per_dim, elbo_parts, log_likelihood
-from .metrics.reconstruction import latent_statistics, reconstruction_report
-from . import parallel
-from .parallel import ProcessInfo
-from .training.checkpoint import load_checkpoint
-from .training.loop import Trainer
+from .. import __version__, progress
+from ..config import Config, config_to_dict, load_config, save_config
+from ..data import Dataset, resolve_data_dir
+from ..errors import UserError
+from ..factory import build_data, build_model, build_objective, resolve_auto, resolve_device
+from ..metrics.latent import active_units, mode_usage, posterior_mean_variance
+from ..metrics.likelihood import bits_per_dim, elbo_parts, log_likelihood
+from ..metrics.reconstruction import latent_statistics, reconstruction_report
+from .. import parallel
+from ..parallel import ProcessInfo
+from ..training.checkpoint import load_checkpoint
+from ..training.loop import Trainer
 
 
 @dataclass
@@ -292,7 +292,7 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
     if probes is None:
         probes = data.is_image and adversarial and data.test.labels is not None
     if probes:
-        from .metrics.probes import probe_report, sampled_latents
+        from ..metrics.probes import probe_report, sampled_latents
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             lab = lambda s: getattr(data, s).labels
@@ -319,8 +319,8 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
 
 def evaluate_toy(run: Run, write: bool = True) -> dict:
     """2D benchmark metrics (5000 points; gnELBO on 12 800 points and an eval.toy_grid^2 grid) and density.png."""
-    from .data.toy2d import BOXES
-    from .metrics.toy2d import density_grid, evaluate_2d
+    from ..data.toy2d import BOXES
+    from ..metrics.toy2d import density_grid, evaluate_2d
     from .viz import save_density_2d
     box = BOXES[run.data.name]
     res = evaluate_2d(run.model, run.data.sampler, box, seed=run.cfg.seed + 1000, grid=run.cfg.eval.toy_grid)
@@ -333,7 +333,7 @@ def evaluate_fid(run: Run, n: int, split: str, proc: ProcessInfo = ProcessInfo()
     """FID (standard protocol) of n prior samples against n images of the split, and of the
     reconstructions of m of those images (m = eval.fid_reconstructions, default n) against the same
     n images. The split's features are cached on disk when one process evaluates."""
-    from .metrics.fid import InceptionFeatures, fid_from_features
+    from ..metrics.fid import InceptionFeatures, fid_from_features
     data, model = run.data, run.model
     real = data.scale(getattr(data, split).get(slice(0, n))).to(run.device)
     n = real.shape[0]

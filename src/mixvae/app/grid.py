@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from . import runs
-from .config import load_config
+from ..config import load_config
 
 KEEP = ("config.yaml", "metrics.jsonl", "run.json", "samples.png", "reconstructions.png", "interpolations.png",
         "pseudo_inputs.png", "density.png")
@@ -165,7 +165,7 @@ def pack_cell(folder: Path) -> None:
     """Make an unfinished cell's state as small as committing it allows: best.pt keeps only the
     weights (checkpoints written before best.pt was weights-only carry optimizer state too), and
     the .prev copies and temporary files go (the repo ignores them anyway)."""
-    from .training.checkpoint import load_checkpoint, save_checkpoint, weights_only
+    from ..training.checkpoint import load_checkpoint, save_checkpoint, weights_only
     ckpts = folder / "checkpoints"
     best = ckpts / "best.pt"
     if best.is_file():
@@ -182,7 +182,7 @@ def finish_cell(folder: Path, evaluate: Callable[[Path], dict], meta: Optional[d
     ``model.safetensors``; ``evaluate(folder)`` measures the folder as a user reopens it (weights
     from that file); eval.json gets the training summary, ``meta`` and the measurements; curves.png
     is drawn; the checkpoints are deleted. Returns eval.json's content."""
-    from .training.checkpoint import load_checkpoint
+    from ..training.checkpoint import load_checkpoint
     from .viz import save_curves
     if (folder / "eval.json").exists():
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)   # a finish cut short after eval.json

@@ -2,7 +2,7 @@
 
 Every cell trains a preset ``configs/sintro/2d_<data>_<method>.yaml`` at the same iteration budget
 and evaluates it (histogram KL / JSD, authors' and textbook, gnELBO, inactive modes, density and
-sample pictures). Finished cells are kept under ``<out>/cells/`` (see :mod:`mixvae.grid`) and the
+sample pictures). Finished cells are kept under ``<out>/cells/`` (see :mod:`mixvae.app.grid`) and the
 table ``<out>/TABLE.md`` (mean ± std over seeds) is rewritten from them after every cell.
 
 A budget below the papers' 30k iterations keeps the 2k-iteration VAE warm-up (and the VampPrior ->
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .config import load_config
-from .data.toy2d import NAMES as DATASETS
-from .errors import UserError
+from ..config import load_config
+from ..data.toy2d import NAMES as DATASETS
+from ..errors import UserError
 from .grid import Cell, grouped, mean_std, run_grid, write_table
 
 METHODS = {   # preset suffix -> label in the table
@@ -99,13 +99,13 @@ def table(out: Path) -> str:
     budgets = sorted({(r["iterations"], r.get("warmup", 2000)) for r in cells})
     lines = [
         f"2D density benchmark, {' / '.join(f'{i} iterations per run ({w} of them plain-VAE warm-up)' for i, w in budgets)}; "
-        "learning-rate milestones compressed as `mixvae.bench2d` describes; batch 512, Adam 2e-4, MLP 2-256x4-2, z = 2; "
+        "learning-rate milestones compressed as `mixvae.app.bench2d` describes; batch 512, Adam 2e-4, MLP 2-256x4-2, z = 2; "
         "betas per data set as in the presets `configs/sintro/2d_<data>_<method>.yaml`. KL and JSD: the authors' "
         "histogram formulas (100x100 density bins, 5000 real vs 5000 generated points); KL/JSD mass: the textbook "
         f"divergences of the bin masses in nats; gnELBO x1e7 on a {'/'.join(str(g) for g in sorted({r['grid'] for r in cells}))}^2 "
         "grid + 12 800 real points. Lower is better "
-        "everywhere; mean ± std over the seeds listed. Time: training wall time on the 2-core CPU machine (one "
-        "thread per run, with other jobs sharing the machine). "
+        "everywhere; mean ± std over the seeds listed. Time: training wall time of the machine that ran the "
+        "cells (one thread per run, with other jobs sharing the machine). "
         f"Written by `mixvae bench2d --iterations {budgets[-1][0]} --seeds N --out OUT`.",
         "",
         "| data | method | iterations | seeds | KL | JSD | gnELBO | KL mass | JSD mass | inactive modes | time |",

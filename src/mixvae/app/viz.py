@@ -133,7 +133,7 @@ def save_run_pictures(model, data, run_dir: str | Path, n: int = 64) -> list[Pat
             u = prior.pseudo_inputs()[:n]
             out.append(save_grid(data.unscale(u), run_dir / "pseudo_inputs.png"))
     elif data.shape == (2,):
-        from .data.toy2d import BOXES
+        from ..data.toy2d import BOXES
         real = data.scale(test.get(slice(0, 2000))).to(device)
         z = model.encode(real).sample()
         pts = {"data": real, "samples": model.sample(2000)}

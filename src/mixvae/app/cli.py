@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import TrainingDiverged, UserError
+from ..errors import TrainingDiverged, UserError
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3   # a loss became NaN or infinite (train.nan_policy = stop)
@@ -134,8 +134,9 @@ def _positive(name: str, value) -> None:
 
 
 def cmd_train(args) -> int:
-    from . import parallel, runs
-    from .config import load_config
+    from .. import parallel
+    from . import runs
+    from ..config import load_config
 
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
@@ -205,7 +206,7 @@ def cmd_sample(args) -> int:
 def _mnist_files(data_dir) -> bool:
     """Whether MNIST's four files are in the data folder, downloading them (checksummed) where the
     machine is online; False offline."""
-    from .data.download import find_or_download, resolve_data_dir
+    from ..data.download import find_or_download, resolve_data_dir
     names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
              "t10k-labels-idx1-ubyte.gz")
     try:
@@ -230,7 +231,7 @@ def cmd_demo(args) -> int:
     import time
 
     from . import runs
-    from .config import config_from_dict, _deep_merge
+    from ..config import config_from_dict, _deep_merge
     from .viz import PICTURES
 
     _positive("--epochs", args.epochs)
@@ -309,7 +310,7 @@ def cmd_bench2d(args) -> int:
         import torch
         torch.set_num_threads(args.threads)
     configs = args.configs or (Path("configs") if (Path("configs") / "sintro").is_dir()
-                               else Path(__file__).resolve().parents[2] / "configs")
+                               else Path(__file__).resolve().parents[3] / "configs")
     if not (configs / "sintro").is_dir():
         raise UserError(f"--configs {configs}: no sintro/ presets there; give the repo's configs folder")
     if args.table_only:
@@ -339,7 +340,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _positive("--threads", args.threads)
-        from . import progress
+        from .. import progress
         progress.set_enabled(not args.quiet)
         return COMMANDS[args.command](args)
     except UserError as e:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__
-from .errors import UserError
+from .. import __version__
+from ..errors import UserError
 from .viz import PICTURES, save_curves
 
 _STYLE = """
