@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from mixvae.app import runs
-from mixvae.config import GamixConfig, config_from_dict
+from mixvae.config import config_from_dict
+from mixvae.objectives.gamix import GamixConfig
 from mixvae.distributions import DiagonalGaussian, DiagonalGaussianMixture
 from mixvae.objectives.base import StepContext
 from mixvae.objectives.gamix import (batch_mixture_kl, discriminator_loss, generator_loss, l1_reconstruction,

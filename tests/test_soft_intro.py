@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from mixvae.app import runs
-from mixvae.config import SoftIntroConfig, config_from_dict
+from mixvae.config import config_from_dict
+from mixvae.objectives.soft_intro import SoftIntroConfig
 from mixvae.distributions import DiagonalGaussian, DiagonalGaussianMixture
 from mixvae.models import VAE, LikelihoodHead
 from mixvae.objectives.base import StepContext

@@ -25,7 +25,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .config import Config, config_from_dict, config_to_dict, load_config, save_config
+from .config import Config, PriorConfig, config_from_dict, config_to_dict, load_config, save_config
 from .data import BatchStream, Dataset, from_tensors
 from .data.datasets import _as_split
 from .errors import UserError
@@ -34,7 +34,7 @@ from .models import LatentVariableModel
 
 Data = Union[torch.Tensor, Any]   # a tensor, a numpy array, or (for fit) an iterable of batches
 PRESETS = Path(__file__).resolve().parents[2] / "configs"   # the repository's presets, in a checkout
-_PRIOR_KEYS = {f.name for f in dataclasses.fields(Config().model.prior)} - {"kind"}
+_PRIOR_KEYS = {f.name for f in dataclasses.fields(PriorConfig)} - {"kind"}
 _SECTIONS = ("data", "model", "train", "eval", "elbo", "sintro", "gamix")
 
 

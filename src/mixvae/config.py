@@ -49,7 +49,7 @@ class DataConfig:
 
 @dataclass
 class PriorConfig:
-    kind: Literal["standard", "mog", "vampprior", "vampprior-data"] = "standard"
+    kind: str = "standard"   # a registered prior: standard | mog | vampprior | vampprior-data
     components: int = _range(1, None, default=500)
     learn_weights: bool = False
     pseudo_init: Optional[list[float]] = None    # [mean, std] of pseudo-input pixels; default per data set
@@ -60,7 +60,7 @@ class PriorConfig:
 
 @dataclass
 class ModelConfig:
-    arch: Literal["vae", "hvae", "convhvae", "mlp2d", "resnet", "resnetv2", "custom"] = "vae"   # custom: your own networks (Python API)
+    arch: str = "vae"   # a registered architecture: vae | hvae | convhvae | mlp2d | resnet | resnetv2 | custom (your own networks, Python API)
     latent_dim: int = _range(1, None, default=40)        # top latent (the one the prior sits on)
     lower_latent_dim: int = _range(1, None, default=40)  # z1 of the two-level models
     hidden: list[int] = field(default_factory=lambda: [300, 300])   # MLP widths (first layer first)
@@ -74,7 +74,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    objective: Literal["elbo", "sintro", "gamix"] = "elbo"
+    objective: str = "elbo"   # a registered objective: elbo | sintro | gamix
     epochs: int = _range(0, None, default=100)
     max_steps: Optional[int] = _range(1, None, default=None)   # stop after this many steps (overrides epochs)
     batch_size: int = _range(1, None, default=100)
@@ -105,56 +105,37 @@ class EvalConfig:
     toy_grid: int = _range(2, None, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
 
 
-@dataclass
-class ElboConfig:
-    analytic_kl: bool = False   # closed-form KL for the standard prior (the paper uses one sample)
-
-
-@dataclass
-class SoftIntroConfig:
-    beta_rec: float = _range(0.0, None, default=1.0)
-    beta_kl: float = _range(0.0, None, default=1.0)
-    beta_neg: float = _range(0.0, None, default=256.0)
-    gamma_r: float = _range(0.0, None, default=1e-8)
-    alpha: float = _range(0.0, None, default=2.0)      # exponent of the introspective terms
-    vae_only: bool = False                             # train the plain VAE loss throughout (the baseline)
-    prior_player: Literal["decoder", "encoder", "fixed"] = "decoder"  # who the prior learns with after warm-up
-    prior_lr: Optional[float] = _range(0.0, None, default=None)   # default: train.lr
-    kl_samples: int = _range(1, None, default=100)     # Monte-Carlo samples for KL to a mixture
-    variance_clipping: bool = True   # soft-clip MoG log-variances to their range at the end of warm-up (a dimension whose range is empty stays fixed)
-    r_ent: float = _range(0.0, None, default=0.0)      # responsibility regularisation weight
-    resp_samples: int = _range(1, None, default=100)
-    convert_to_mog_step: Optional[int] = _range(0, None, default=None)   # VampPrior -> MoG at this step
-    convert_to_mog_epoch: Optional[int] = _range(0, None, default=None)  # ... or at the start of this epoch
-
-
-@dataclass
-class GamixConfig:
-    mode: Literal["gamix", "vae"] = "gamix"             # vae: the same network as a plain VAE (no discriminator)
-    w_rec: float = _range(0.0, None, default=5000.0)
-    w_kl: float = _range(0.0, None, default=1.0)
-    w_var: float = _range(0.0, None, default=0.1)
-    w_adv: float = _range(0.0, None, default=100.0)
-    adv_loss: Literal["bce", "hinge"] = "bce"
-    disc_start: int = _range(0, None, default=0)
-    adaptive_weight: bool = False
-    moments_with_variance: bool = False
-    disc_lr: Optional[float] = _range(0.0, None, default=None)     # default: train.lr
-    disc_width: int = _range(1, None, default=128)
-    disc_dropout: float = _range(0.0, 1.0, default=0.25)
-    kl_samples: int = _range(1, None, default=16)      # KL to a mixture prior (non-standard priors)
+def _default_sections() -> dict:
+    """A default instance of every registered objective's config section, by section name."""
+    from .registry import OBJECTIVES, load_builtins
+    load_builtins()
+    return {e.info["section"]: e.info["config"]() for e in (OBJECTIVES.get(n) for n in OBJECTIVES.names())
+            if "section" in e.info}
 
 
 @dataclass
 class Config:
+    """The whole configuration. The method sections (``sintro``, ``gamix``, ... one per registered
+    objective that has options, each a dataclass kept beside its objective's code) are in
+    ``sections`` and read as attributes: ``cfg.sintro.beta_neg``."""
+
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    elbo: ElboConfig = field(default_factory=ElboConfig)
-    sintro: SoftIntroConfig = field(default_factory=SoftIntroConfig)
-    gamix: GamixConfig = field(default_factory=GamixConfig)
+    sections: dict = field(default_factory=_default_sections)
+
+    def __getattr__(self, name: str):
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"Config has no section {name!r}")
+
+
+# Keys that earlier versions wrote into config.yaml and that no longer exist: read and ignored when
+# they hold the value that is now the behaviour, refused otherwise.
+RETIRED = {"gamix.moments_with_variance": False}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,14 +202,38 @@ def _convert(value: Any, tp, key: str, where: str):
     raise TypeError(f"unsupported config type {tp}")  # a bug in this file, not user input
 
 
-def _from_dict(cls, data: dict, prefix: str, where: str):
+def _config_from_dict(data: dict, where: str) -> Config:
+    """The top level: the fixed sections, then the registered method sections."""
+    cfg = Config()
+    fixed = {k: v for k, v in data.items() if k not in cfg.sections}
+    out = _from_dict(Config, fixed, "", where, extra=tuple(cfg.sections))
+    for name, value in data.items():
+        if name not in cfg.sections:
+            continue
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: {name} = {value!r} is not valid; expected a mapping")
+        value = dict(value)
+        for dotted, keep in RETIRED.items():
+            section, key = dotted.split(".")
+            if section == name and key in value:
+                if value.pop(key) != keep:
+                    raise UserError(f"{where}: {dotted} was removed in mixvae 0.2; only {keep!r} is supported")
+        out.sections[name] = _from_dict(type(cfg.sections[name]), value, name + ".", where)
+    return out
+
+
+def _from_dict(cls, data: dict, prefix: str, where: str, extra: tuple[str, ...] = ()):
     hints = typing.get_type_hints(cls)
-    names = {f.name: f for f in dataclasses.fields(cls)}
+    names = {f.name: f for f in dataclasses.fields(cls) if f.name != "sections"}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
+        if key == "elbo" and cls is Config and set(value or {}) <= {"analytic_kl"}:   # a retired section
+            if (value or {}).get("analytic_kl", False):
+                raise UserError(f"{where}: elbo.analytic_kl was removed in mixvae 0.2; the ELBO uses one sample")
+            continue
         if key not in names:
-            raise UserError(f"{where}: unknown key '{dotted}'; expected one of: {', '.join(names)}")
+            raise UserError(f"{where}: unknown key '{dotted}'; expected one of: {', '.join(list(names) + list(extra))}")
         kwargs[key] = _convert(value, hints[key], dotted, where)
         lo, hi = names[key].metadata.get("min"), names[key].metadata.get("max")
         if kwargs[key] is not None and ((lo is not None and kwargs[key] < lo) or (hi is not None and kwargs[key] > hi)):
@@ -252,21 +257,20 @@ def _check(cfg: Config, where: str) -> Config:
         raise UserError(f"{where}: train.epochs = 0 and no train.max_steps; expected a positive budget")
     if any(s < 0 for s in t.lr_milestones):
         raise UserError(f"{where}: train.lr_milestones = {t.lr_milestones} is not valid; expected step numbers >= 0")
-    si = cfg.sintro
-    if t.objective == "sintro" and (si.convert_to_mog_step is not None or si.convert_to_mog_epoch is not None) \
-            and m.prior.kind not in ("vampprior", "vampprior-data"):
-        raise UserError(f"{where}: sintro.convert_to_mog_step / _epoch converts a VampPrior, but model.prior.kind = "
-                        f"{m.prior.kind!r}; expected vampprior or vampprior-data (or no conversion)")
-    if t.objective == "sintro" and si.r_ent > 0 and m.prior.kind == "standard":
-        raise UserError(f"{where}: sintro.r_ent = {si.r_ent} regularises the responsibilities of a mixture prior, "
-                        "but model.prior.kind = 'standard'; expected a mixture prior or r_ent = 0")
     if cfg.eval.fid_samples == 1:
         raise UserError(f"{where}: eval.fid_samples = 1 is not valid; expected 0 (skip FID) or at least 2 images")
-    if m.arch == "resnetv2" and len(m.channels) != 2:
-        raise UserError(f"{where}: model.channels = {m.channels} is not valid for model.arch = 'resnetv2'; "
-                        "expected [width, bottleneck]")
-    if m.arch in ("hvae", "convhvae") and cfg.train.objective != "elbo":
-        raise UserError(f"{where}: model.arch = {m.arch!r} is only trained with train.objective = 'elbo'")
+    from .registry import ARCHITECTURES, OBJECTIVES, PRIORS, load_builtins
+    load_builtins()
+    arch, objective = ARCHITECTURES.get(m.arch, where), OBJECTIVES.get(t.objective, where)
+    PRIORS.get(m.prior.kind, where)
+    if "check" in arch.info:
+        arch.info["check"](m, where)
+    if objective.info.get("single_level") and arch.info.get("levels", 1) > 1:
+        raise UserError(f"{where}: model.arch = {m.arch!r} has {arch.info['levels']} latent levels; train.objective = "
+                        f"{t.objective!r} needs a single-level model")
+    section = objective.info.get("section")
+    if section is not None and hasattr(cfg.sections[section], "check"):
+        cfg.sections[section].check(cfg, where)
     return cfg
 
 
@@ -336,7 +340,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def config_from_dict(data: dict, where: str = "config") -> Config:
-    return _check(_from_dict(Config, data, "", where), where)
+    return _check(_config_from_dict(data, where), where)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -350,7 +354,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 
 def config_to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as plain data, the method sections at the top level (the YAML layout)."""
+    out = {f.name: dataclasses.asdict(getattr(cfg, f.name)) if dataclasses.is_dataclass(getattr(cfg, f.name))
+           else getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "sections"}
+    out.update({name: dataclasses.asdict(section) for name, section in cfg.sections.items()})
+    return out
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

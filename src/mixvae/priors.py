@@ -17,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .distributions import DiagonalGaussian, DiagonalGaussianMixture, standard_normal
+from .errors import UserError
+from .registry import DATASETS, PRIORS
 
 
 class Prior(nn.Module):
@@ -174,13 +176,10 @@ class VampPrior(MixturePrior):
         return DiagonalGaussianMixture(self.logits, q_u.mu, q_u.logvar)
 
 
-# Authors' per-data-set initialisation of the pseudo-input pixels, N(mean, std).
-VAMPPRIOR_INIT = {
-    "mnist": (0.05, 0.01), "binarized-mnist": (0.05, 0.01), "fashion-mnist": (0.05, 0.01),
-    "omniglot": (0.05, 0.01), "digits": (0.05, 0.01),
-    "frey-faces": (0.5, 0.02), "caltech": (0.5, 0.02),
-    "cifar10": (0.4, 0.05), "histopathology": (0.4, 0.05),
-}
+def pseudo_input_init(data_name: str):
+    """The authors' (mean, std) of the pseudo-input pixels for a registered data set, or None
+    (each data set declares its own as ``pseudo_init`` when it registers)."""
+    return DATASETS.get(data_name).info.get("pseudo_init") if data_name in DATASETS else None
 
 
 def count_inactive_modes(weights: torch.Tensor, usage: torch.Tensor | None = None) -> int:
@@ -190,3 +189,42 @@ def count_inactive_modes(weights: torch.Tensor, usage: torch.Tensor | None = Non
     if usage is not None:
         low = low | (usage < 1.0 / c ** 2)
     return int(low.sum())
+
+
+# ------------------------------------------------------------------------------------------------
+# Registered builders: (model.prior options, data, latent dimension, seed) -> Prior. ``data`` is
+# what the model is built for: ``shape``, ``name``, ``symmetric``, ``value_range``, ``train`` (its
+# training examples; empty when a model is rebuilt to load weights).
+@PRIORS.register("standard", mixture=False)
+def _standard(options, data, latent_dim: int, seed: int) -> Prior:
+    return StandardNormalPrior(latent_dim)
+
+
+@PRIORS.register("mog", mixture=True)
+def _mog(options, data, latent_dim: int, seed: int) -> Prior:
+    return MoGPrior(latent_dim, options.components, options.learn_weights, options.mog_init_std)
+
+
+@PRIORS.register("vampprior", mixture=True, encodes_inputs=True)
+def _vampprior(options, data, latent_dim: int, seed: int) -> Prior:
+    mean, std = options.pseudo_init or pseudo_input_init(data.name) or (0.5, 0.05)
+    if data.symmetric:
+        mean = 2 * mean - 1
+    return VampPrior(latent_dim, options.components, data.shape, mean, std, data.value_range, options.learn_weights,
+                     trainable=options.pseudo_trainable)
+
+
+@PRIORS.register("vampprior-data", mixture=True, encodes_inputs=True)
+def _vampprior_data(options, data, latent_dim: int, seed: int) -> Prior:
+    """K training examples (a seeded choice) as pseudo-inputs, plus N(0, pseudo_noise^2)."""
+    k = options.components
+    if len(data.train) == 0:       # a model rebuilt without its data: the weights loaded next hold them
+        images = torch.zeros(k, *data.shape)
+    elif k > len(data.train):
+        raise UserError(f"model.prior.components = {k} exceeds the {len(data.train)} training examples "
+                        "available for vampprior-data")
+    else:
+        idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:k]
+        images = data.scale(data.train.get(idx))
+    return VampPrior(latent_dim, k, data.shape, data_range=data.value_range, learn_weights=options.learn_weights,
+                     init_images=images, init_noise=options.pseudo_noise, trainable=options.pseudo_trainable)

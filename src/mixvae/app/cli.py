@@ -25,6 +25,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    "else ~/.cache/mixvae/data; files missing there are downloaded)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="import a Python module or .py file first, e.g. one that registers a prior, an "
+                   "architecture, an objective or a data set (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +129,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: 8 on MNIST, up to 150 on digits)")
     _add_common(p)
     return parser
+
+
+def _import_plugin(name: str) -> None:
+    """Import ``name``: a path to a .py file, or a module name on the Python path. It runs the
+    code the user named, as Python's own imports do (never code found in a run folder)."""
+    import importlib
+    import importlib.util
+    path = Path(name)
+    try:
+        if path.suffix == ".py":
+            if not path.is_file():
+                raise UserError(f"--plugin {name}: no such file")
+            spec = importlib.util.spec_from_file_location(f"mixvae_plugin_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(name)
+    except UserError:
+        raise
+    except Exception as e:   # the plugin's own error, in one line
+        raise UserError(f"--plugin {name}: importing it failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
 def _positive(name: str, value) -> None:
@@ -342,6 +366,8 @@ def main(argv=None) -> int:
         _positive("--threads", args.threads)
         from .. import progress
         progress.set_enabled(not args.quiet)
+        for plugin in args.plugin:
+            _import_plugin(plugin)
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"mixvae: error: {e}", file=sys.stderr)

@@ -28,6 +28,7 @@ from ..metrics.likelihood import bits_per_dim, elbo_parts, log_likelihood
 from ..metrics.reconstruction import latent_statistics, reconstruction_report
 from .. import parallel
 from ..parallel import ProcessInfo
+from ..registry import OBJECTIVES
 from ..training.checkpoint import load_checkpoint
 from ..training.loop import Trainer
 
@@ -256,9 +257,9 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
     model.eval()
     batches = lambda: (x.to(run.device) for x in data.eval_batches(split, batch_size))
     out: dict = {"split": split}
-    adversarial = cfg.train.objective != "elbo"
+    metrics = OBJECTIVES.get(cfg.train.objective).info.get("metrics", ())   # what the objective's runs report
     if ll_samples is None:
-        ll_samples = cfg.eval.ll_samples if (data.is_image and not adversarial) else 0
+        ll_samples = cfg.eval.ll_samples if (data.is_image and "ll" in metrics) else 0
     if ll_samples:
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
@@ -286,11 +287,11 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
     if data.sampler is not None and data.shape == (2,):
         out.update(evaluate_toy(run, write=proc.is_main))
     if fid_samples is None:
-        fid_samples = cfg.eval.fid_samples if (data.is_image and adversarial) else 0
+        fid_samples = cfg.eval.fid_samples if (data.is_image and "fid" in metrics) else 0
     if fid_samples:
         out.update(evaluate_fid(run, fid_samples, split, proc))
     if probes is None:
-        probes = data.is_image and adversarial and data.test.labels is not None
+        probes = data.is_image and "probes" in metrics and data.test.labels is not None
     if probes:
         from ..metrics.probes import probe_report, sampled_latents
         with torch.random.fork_rng():
@@ -301,7 +302,7 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
         out["probes"] = probe_report(z_tr, lab("train"), z_te, lab(split))
     if data.is_image:
         out.update(reconstruction_report(model, batches(), data.unscale))
-    if cfg.train.objective == "gamix":
+    if "latent_stats" in metrics:
         out["latent_stats"] = latent_statistics(model, batches())
     au = active_units(posterior_mean_variance(model, batches()))
     out["active_units"] = sum(au.values())

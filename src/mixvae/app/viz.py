@@ -185,17 +185,18 @@ def save_curves(metrics: str | Path, path: str | Path, stopped_early: bool | Non
     per_step = next((r["epoch"] / r["step"] for r in valid if r.get("step") and r.get("epoch")), None)
     to_x = (lambda r: r["step"] * per_step) if per_step else (lambda r: r["step"])
     xlabel = "epoch" if per_step else "step"
-    terms = [k for k in train[0] if k not in _NOT_PLOTTED and k not in _SCHEDULE_KEYS and k != "loss"
-             and isinstance(train[0][k], (int, float))] if train else []
-    schedule = [k for k in _SCHEDULE_KEYS if train and k in train[0] and len({r.get(k) for r in train}) > 1]
+    keys = list(dict.fromkeys(k for r in train for k, v in r.items() if isinstance(v, (int, float))))
+    terms = [k for k in keys if k not in _NOT_PLOTTED and k not in _SCHEDULE_KEYS and k != "loss"]
+    schedule = [k for k in _SCHEDULE_KEYS if k in keys and len({r.get(k) for r in train if k in r}) > 1]
     panels = 1 + bool(terms) + bool(schedule)
     fig, axes = plt.subplots(panels, 1, figsize=(7, 2.6 * panels), sharex=True, squeeze=False)
     axes = axes[:, 0]
     ax = axes[0]
     shown = []
-    if train and "loss" in train[0]:
-        ys = [r["loss"] for r in train]
-        ax.plot([to_x(r) for r in train], ys, lw=0.8, label="train loss")
+    with_loss = [r for r in train if "loss" in r]
+    if with_loss:
+        ys = [r["loss"] for r in with_loss]
+        ax.plot([to_x(r) for r in with_loss], ys, lw=0.8, label="train loss")
         shown += ys
     if valid:
         ys = [r["loss"] for r in valid]
@@ -231,7 +232,7 @@ def save_curves(metrics: str | Path, path: str | Path, stopped_early: bool | Non
     if schedule:
         for k in schedule:
             a = axes[i] if k == schedule[0] else axes[i].twinx()
-            a.plot([to_x(r) for r in train], [r[k] for r in train], lw=1, label=k,
+            a.plot([to_x(r) for r in train if k in r], [r[k] for r in train if k in r], lw=1, label=k,
                    color="tab:purple" if k == "beta" else "tab:gray")
             a.set_ylabel(k)
             if k == "lr":

@@ -1,5 +1,5 @@
 """Data: canonical file formats, downloads with checksums, in-memory splits, 2D samplers."""
-from .datasets import NAMES, BatchStream, Dataset, Split, from_tensors, load_dataset
+from .datasets import BatchStream, Dataset, Split, from_tensors, load_dataset
 from .download import resolve_data_dir
 
-__all__ = ["NAMES", "BatchStream", "Dataset", "Split", "from_tensors", "load_dataset", "resolve_data_dir"]
+__all__ = ["BatchStream", "Dataset", "Split", "from_tensors", "load_dataset", "resolve_data_dir"]

@@ -18,12 +18,11 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..registry import DATASETS
 from . import files, toy2d
 from .download import (AMAT_REMOTES, BINARIZED_MNIST_CONTENT_MD5, download, find_or_download,
                        resolve_data_dir)
 
-IMAGE_SETS = ("mnist", "fashion-mnist", "binarized-mnist", "frey-faces", "digits", "cifar10", "npz", "image-folder")
-NAMES = IMAGE_SETS + toy2d.NAMES
 
 
 def _seed(*parts: int) -> int:
@@ -289,58 +288,109 @@ def _kind(split: Split) -> tuple[str, Optional[int]]:
     return "continuous", None
 
 
+@dataclass
+class LoadRequest:
+    """What a registered loader gets: where the files are and the options of the ``data`` section."""
+
+    root: Path                       # the data folder (--data-dir, $MIXVAE_DATA, or the cache)
+    path: Optional[str]              # data.path, for loaders of a user's file or folder
+    image_size: Optional[int]
+    channels: Optional[int]
+    split_seed: int
+    valid_size: float
+
+
+# Registered loaders: LoadRequest -> (arrays, where). Arrays: 'train', 'test' and optionally 'valid'
+# and '<split>_labels', images N x H x W (x C), uint8 or floats in [0, 1]; ``where`` names the
+# files in messages. info: ``validation='last'`` holds out the last ``valid_count`` training images
+# (instead of a seeded choice); ``binarize='dynamic'`` re-binarises training batches by default.
+@DATASETS.register("mnist", validation="last", valid_count=10_000, binarize="dynamic", pseudo_init=(0.05, 0.01))
+def _mnist(r: LoadRequest):
+    return _mnist_like("mnist", r.root)
+
+
+@DATASETS.register("fashion-mnist", validation="last", valid_count=10_000, pseudo_init=(0.05, 0.01))
+def _fashion_mnist(r: LoadRequest):
+    return _mnist_like("fashion-mnist", r.root)
+
+
+@DATASETS.register("binarized-mnist", pseudo_init=(0.05, 0.01))
+def _static_mnist(r: LoadRequest):
+    return _binarized_mnist(r.root), "binarized-mnist"
+
+
+@DATASETS.register("frey-faces", pseudo_init=(0.5, 0.02))
+def _frey_faces(r: LoadRequest):
+    """The VampPrior split: a seeded shuffle, 1565 / 200 / 200."""
+    imgs = files.read_frey_faces(find_or_download(r.root, "frey-faces", "freyfaces.pkl"))
+    imgs = imgs[torch.randperm(len(imgs), generator=generator(r.split_seed, 13)).numpy()]
+    return {"test": imgs[-200:], "valid": imgs[-400:-200], "train": imgs[:-400]}, "frey-faces"
+
+
+@DATASETS.register("digits", pseudo_init=(0.05, 0.01))
+def _digits(r: LoadRequest):
+    """scikit-learn's 8x8 digits (values k/16), 300 seeded test images."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    order = torch.randperm(len(d.images), generator=generator(r.split_seed, 17)).numpy()
+    imgs, labels = (d.images[order] / 16.0).astype(np.float32), d.target[order]
+    return {"test": imgs[-300:], "test_labels": labels[-300:], "train": imgs[:-300], "train_labels": labels[:-300]}, "digits"
+
+
+@DATASETS.register("cifar10", pseudo_init=(0.4, 0.05))
+def _cifar(r: LoadRequest):
+    return _cifar10(r.root, r.image_size, r.channels), str(r.root / "cifar10")
+
+
+def _user_path(r: LoadRequest, name: str, what: str) -> Path:
+    if not r.path:
+        raise UserError(f"data.name = {name!r} needs data.path (a {what})")
+    p = Path(r.path).expanduser()
+    if not p.exists():
+        raise UserError(f"data.path = {r.path!r} does not exist")
+    return p
+
+
+@DATASETS.register("npz")
+def _npz(r: LoadRequest):
+    p = _user_path(r, "npz", ".npz file")
+    return files.read_npz(p), str(p)
+
+
+@DATASETS.register("image-folder")
+def _image_folder(r: LoadRequest):
+    p = _user_path(r, "image-folder", "folder or .tar archive")
+    entries = files.image_entries_from_dir(p) if p.is_dir() else files.image_entries_from_tar(p)
+    arrs = files.read_image_tree(entries, str(p), r.image_size, r.channels)
+    if "all" in arrs:
+        arrs["train"], arrs["train_labels"] = arrs.pop("all"), arrs.pop("all_labels")
+    if "test" not in arrs:   # no split folders: hold out a seeded test part as well
+        (tr, trl), (te, tel) = _split_off(torch.from_numpy(arrs["train"]), torch.from_numpy(arrs["train_labels"]),
+                                          _valid_count(len(arrs["train"]), r.valid_size, str(p)), r.split_seed + 1)
+        arrs.update(train=tr.numpy(), train_labels=trl.numpy(), test=te.numpy(), test_labels=tel.numpy())
+    return arrs, str(p)
+
+
+for _name in toy2d.NAMES:
+    DATASETS.add(_name, None, sampler=True)
+
+
 def load_dataset(name: str, *, path: Optional[str] = None, data_dir=None, binarize: str = "auto",
                  image_size: Optional[int] = None, channels: Optional[int] = None, scale: str = "unit",
                  valid_size: float = 0.1, split_seed: int = 0, train_subset: Optional[int] = None,
                  test_subset: Optional[int] = None, epoch_size: int = 1000) -> Dataset:
-    """Load a data set by name (see :data:`NAMES`); the keyword arguments mirror ``DataConfig``."""
+    """Load a registered data set by name; the keyword arguments mirror ``DataConfig``."""
     if name == "tensors":
         raise UserError("data.name = 'tensors': this run was trained from Python on in-memory data; reopen it "
                         "with mixvae.load(RUN) and evaluate it on your tensors")
-    if name not in NAMES:
-        raise UserError(f"data.name = {name!r} is not a known data set; expected one of: {', '.join(NAMES)}")
-    if name in toy2d.NAMES:
+    entry = DATASETS.get(name)
+    if entry.info.get("sampler"):
         return _toy(name, split_seed, train_subset, test_subset, epoch_size)
-    root = resolve_data_dir(data_dir)
-    held_out_last = False   # MNIST: validation = the last 10k of the 60k training images
-    where = name
-    if name in ("mnist", "fashion-mnist"):
-        arrs, where = _mnist_like(name, root)
-        held_out_last, valid_size = True, 10_000
-    elif name == "binarized-mnist":
-        arrs = _binarized_mnist(root)
-    elif name == "frey-faces":
-        imgs = files.read_frey_faces(find_or_download(root, "frey-faces", "freyfaces.pkl"))
-        order = torch.randperm(len(imgs), generator=generator(split_seed, 13)).numpy()
-        imgs = imgs[order]
-        arrs = {"test": imgs[-200:], "valid": imgs[-400:-200], "train": imgs[:-400]}
-    elif name == "digits":
-        from sklearn.datasets import load_digits
-        d = load_digits()
-        order = torch.randperm(len(d.images), generator=generator(split_seed, 17)).numpy()
-        imgs, labels = (d.images[order] / 16.0).astype(np.float32), d.target[order]
-        arrs = {"test": imgs[-300:], "test_labels": labels[-300:], "train": imgs[:-300], "train_labels": labels[:-300]}
-    elif name == "cifar10":
-        arrs = _cifar10(root, image_size, channels)
-        where = str(root / "cifar10")
-    else:
-        if not path:
-            raise UserError(f"data.name = {name!r} needs data.path (a {'.npz file' if name == 'npz' else 'folder or .tar archive'})")
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise UserError(f"data.path = {path!r} does not exist")
-        where = str(p)
-        if name == "npz":
-            arrs = files.read_npz(p)
-        else:
-            entries = files.image_entries_from_dir(p) if p.is_dir() else files.image_entries_from_tar(p)
-            arrs = files.read_image_tree(entries, str(p), image_size, channels)
-            if "all" in arrs:
-                arrs["train"], arrs["train_labels"] = arrs.pop("all"), arrs.pop("all_labels")
-            if "test" not in arrs:   # no split folders: hold out a seeded test part as well
-                (tr, trl), (te, tel) = _split_off(torch.from_numpy(arrs["train"]), torch.from_numpy(arrs["train_labels"]),
-                                                  _valid_count(len(arrs["train"]), valid_size, where), split_seed + 1)
-                arrs.update(train=tr.numpy(), train_labels=trl.numpy(), test=te.numpy(), test_labels=tel.numpy())
+    held_out_last = entry.info.get("validation") == "last"
+    if held_out_last:
+        valid_size = entry.info["valid_count"]
+    arrs, where = entry.build(LoadRequest(resolve_data_dir(data_dir), path, image_size, channels, split_seed,
+                                          valid_size))
     _check_arrays(arrs, where)
     train = _to_split(arrs["train"], arrs.get("train_labels"))
     test = _to_split(arrs["test"], arrs.get("test_labels"))
@@ -353,7 +403,7 @@ def load_dataset(name: str, *, path: Optional[str] = None, data_dir=None, binari
     if image_size is not None and train.values.dim() == 4 and train.values.shape[-1] != image_size:
         train, valid, test = (_resize(s, image_size) for s in (train, valid, test))
     kind, levels = _kind(train)
-    dynamic = binarize == "dynamic" or (binarize == "auto" and name == "mnist")
+    dynamic = binarize == "dynamic" or (binarize == "auto" and entry.info.get("binarize") == "dynamic")
     if dynamic:
         valid, test = _binarize_once(valid, split_seed), _binarize_once(test, split_seed + 1)
         kind, levels = "binary", 2

@@ -1,27 +1,28 @@
 """The ELBO objective with linear KL warm-up (VampPrior paper, section 1 of ALGORITHMS.md).
 
 loss = mean_n [ -log p(x_n|z_n) + beta * (log q(z_n|x_n) - log p(z_n)) ],  z_n ~ q(z|x_n),
-beta = min(1, warm-up progress). A single-sample KL estimate with any prior; the closed form
-for the standard prior if ``analytic_kl``.
+beta = min(1, warm-up progress): a single-sample KL estimate, with any prior (as the paper).
 """
 from __future__ import annotations
 
 import torch
 
+from ..registry import OBJECTIVES
 from .base import Objective, StepContext, trainable
 
 
+@OBJECTIVES.register("elbo", adversarial=False, metrics=("ll",))
 class ELBO(Objective):
-    def __init__(self, model, analytic_kl: bool = False):
-        super().__init__(model)
-        self.analytic_kl = analytic_kl
+    @classmethod
+    def from_config(cls, cfg, model) -> "ELBO":
+        return cls(model)
 
     def players(self):
         return {"model": trainable(self.model.parameters())}
 
     def step(self, x: torch.Tensor, ctx: StepContext) -> dict[str, float]:
         beta = min(1.0, ctx.warmup)
-        log_px, kl = self.model.log_weights(x, 1, analytic_kl=self.analytic_kl)
+        log_px, kl = self.model.log_weights(x, 1)
         rec, kl = -log_px.mean(), kl.mean()
         loss = rec + beta * kl
         opt = ctx.optimizers["model"]

@@ -10,7 +10,6 @@ discriminator that sees real images and reconstructions.
 ``KL_pop`` is the batch-mixture KL. For the standard prior (the faithful default) it matches the
 moments of the batch's posterior means to N(0, I): ``0.5 sum_k (zv_k + zm_k^2 - 1 - log zv_k)``
 with zm, zv the batch mean and (biased) variance of mu_k; individual means are not pulled to 0.
-With ``moments_with_variance`` zv also includes mean sigma^2 (the aggregate posterior's variance).
 For any other prior p the moment match does not apply; KL_pop becomes the Monte-Carlo estimate of
 KL(q_B || p) between the batch mixture q_B(z) = (1/B) sum_i q(z|x_i) and p, with ``kl_samples``
 draws z ~ q(z|x_i) per example: mean[log q_B(z) - log p(z)].
@@ -27,12 +26,36 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import GamixConfig
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from ..config import _range
+from ..registry import OBJECTIVES
 from ..distributions import DiagonalGaussian, DiagonalGaussianMixture
 from ..models import VAE
 from ..parallel import global_mean
+from ..nets.gamix import PatchGAN
 from ..priors import StandardNormalPrior
 from .base import Objective, StepContext, trainable
+
+
+# ------------------------------------------------------------------------------ configuration
+@dataclass
+class GamixConfig:
+    """The ``gamix`` section of a config."""
+
+    mode: Literal["gamix", "vae"] = "gamix"             # vae: the same network as a plain VAE (no discriminator)
+    w_rec: float = _range(0.0, None, default=5000.0)
+    w_kl: float = _range(0.0, None, default=1.0)
+    w_var: float = _range(0.0, None, default=0.1)
+    w_adv: float = _range(0.0, None, default=100.0)
+    adv_loss: Literal["bce", "hinge"] = "bce"
+    disc_start: int = _range(0, None, default=0)
+    adaptive_weight: bool = False
+    disc_lr: Optional[float] = _range(0.0, None, default=None)     # default: train.lr
+    disc_width: int = _range(1, None, default=128)
+    disc_dropout: float = _range(0.0, 1.0, default=0.25)
+    kl_samples: int = _range(1, None, default=16)      # KL to a mixture prior (non-standard priors)
 
 
 # ------------------------------------------------------------------------------ the maths, one piece each
@@ -83,10 +106,19 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "bce") -> torch.Tensor
 
 
 # ------------------------------------------------------------------------------ the objective
+@OBJECTIVES.register("gamix", section="gamix", config=GamixConfig, single_level=True, data="image", adversarial=True,
+                     likelihood="gaussian", metrics=("fid", "latent_stats"))
 class Gamix(Objective):
     """Players ``autoencoder`` and (mode gamix) ``discriminator``; modules ``model`` and ``discriminator``."""
 
     select_best = False
+
+    @classmethod
+    def from_config(cls, cfg, model) -> "Gamix":
+        g = cfg.gamix
+        disc = PatchGAN(model.data_shape, g.disc_width, g.disc_dropout, bn_mode=cfg.model.bn_mode) \
+            if g.mode == "gamix" else None
+        return cls(model, disc, g, g.mode)
 
     def __init__(self, model: VAE, discriminator: nn.Module | None, cfg: GamixConfig, mode: str = "gamix"):
         super().__init__(model)
@@ -116,8 +148,7 @@ class Gamix(Objective):
             z = q.rsample((self.cfg.kl_samples,))
             return (q.log_prob(z) - prior.log_prob(z)).mean()
         if isinstance(self.model.prior, StandardNormalPrior):
-            extra = global_mean(q.variance.mean(0)) if self.cfg.moments_with_variance else None
-            return moment_matching_kl(q.mu, extra)
+            return moment_matching_kl(q.mu)
         return batch_mixture_kl(q, prior, self.cfg.kl_samples)
 
     def _adaptive_weight(self, rec: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:

@@ -23,17 +23,51 @@ import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from torch.distributions import Distribution
 
-from ..config import SoftIntroConfig
+from ..config import _range
+from ..errors import UserError
+from ..registry import OBJECTIVES, PRIORS
 from ..distributions import DiagonalGaussian, DiagonalGaussianMixture, example_noise
 from ..models import VAE
 from ..priors import MoGPrior, VampPrior
 from ..parallel import global_mean
 from .base import Objective, StepContext, trainable
+
+
+# ------------------------------------------------------------------------------ configuration
+@dataclass
+class SoftIntroConfig:
+    """The ``sintro`` section of a config."""
+
+    beta_rec: float = _range(0.0, None, default=1.0)
+    beta_kl: float = _range(0.0, None, default=1.0)
+    beta_neg: float = _range(0.0, None, default=256.0)
+    gamma_r: float = _range(0.0, None, default=1e-8)
+    alpha: float = _range(0.0, None, default=2.0)      # exponent of the introspective terms
+    vae_only: bool = False                             # train the plain VAE loss throughout (the baseline)
+    prior_player: Literal["decoder", "encoder", "fixed"] = "decoder"  # who the prior learns with after warm-up
+    prior_lr: Optional[float] = _range(0.0, None, default=None)   # default: train.lr
+    kl_samples: int = _range(1, None, default=100)     # Monte-Carlo samples for KL to a mixture
+    variance_clipping: bool = True   # soft-clip MoG log-variances to their range at the end of warm-up (a dimension whose range is empty stays fixed)
+    r_ent: float = _range(0.0, None, default=0.0)      # responsibility regularisation weight
+    resp_samples: int = _range(1, None, default=100)
+    convert_to_mog_step: Optional[int] = _range(0, None, default=None)   # VampPrior -> MoG at this step
+    convert_to_mog_epoch: Optional[int] = _range(0, None, default=None)  # ... or at the start of this epoch
+
+    def check(self, cfg, where: str) -> None:
+        """Combinations with the rest of the config that cannot work."""
+        kind = cfg.model.prior.kind
+        if (self.convert_to_mog_step is not None or self.convert_to_mog_epoch is not None) \
+                and kind not in ("vampprior", "vampprior-data"):
+            raise UserError(f"{where}: sintro.convert_to_mog_step / _epoch converts a VampPrior, but model.prior.kind = "
+                            f"{kind!r}; expected vampprior or vampprior-data (or no conversion)")
+        if self.r_ent > 0 and not PRIORS.get(kind).info.get("mixture"):
+            raise UserError(f"{where}: sintro.r_ent = {self.r_ent} regularises the responsibilities of a mixture prior, "
+                            f"but model.prior.kind = {kind!r}; expected a mixture prior or r_ent = 0")
 
 
 # ------------------------------------------------------------------------------ the maths, one piece each
@@ -103,8 +137,14 @@ def frozen(*modules):
 
 
 # ------------------------------------------------------------------------------ the objective
+@OBJECTIVES.register("sintro", section="sintro", config=SoftIntroConfig, single_level=True, adversarial=True,
+                     likelihood="gaussian", metrics=("fid", "probes"))
 class SoftIntroVAE(Objective):
     """Players: ``encoder``, ``decoder`` and (if the prior has parameters) ``prior``."""
+
+    @classmethod
+    def from_config(cls, cfg, model) -> "SoftIntroVAE":
+        return cls(model, cfg.sintro)
 
     select_best = False
 
