@@ -41,10 +41,22 @@ def test_moment_matching_kl_is_zero_exactly_for_zero_mean_unit_variance_batches(
     want = 0.5 * (zv + zm ** 2 - 1 - torch.log(zv)).sum()
     torch.testing.assert_close(moment_matching_kl(shifted), want)
     assert moment_matching_kl(shifted).item() > 1.0
-    # with the posterior variances added to the aggregate variance
-    extra = torch.full((5,), 0.25)
-    zv2 = zv + extra
-    torch.testing.assert_close(moment_matching_kl(shifted, extra), 0.5 * (zv2 + zm ** 2 - 1 - torch.log(zv2)).sum())
+
+
+def test_moment_matching_kl_is_finite_for_a_batch_of_one():
+    from mixvae.objectives.gamix import MOMENT_VARIANCE_FLOOR
+    mu = torch.tensor([[0.5, -1.0, 2.0]], requires_grad=True)       # batch variance exactly 0
+    value = moment_matching_kl(mu)
+    floor = torch.tensor(MOMENT_VARIANCE_FLOOR)
+    want = 0.5 * (floor + mu.detach() ** 2 - 1 - torch.log(floor)).sum()
+    assert torch.isfinite(value)
+    torch.testing.assert_close(value, want)
+    value.backward()
+    torch.testing.assert_close(mu.grad, mu.detach())                 # d/d zm of zm^2 / 2; nothing through zv
+    # identical means in a larger batch are the same case; a variance above the floor is untouched
+    assert torch.isfinite(moment_matching_kl(torch.ones(8, 3)))
+    spread = torch.tensor([[0.0], [2e-3]])                           # mean 1e-3, variance 1e-6
+    torch.testing.assert_close(moment_matching_kl(spread), torch.tensor(0.5 * (1e-6 + 1e-6 - 1 - math.log(1e-6))))
 
 
 def test_variance_regulariser_is_minimal_at_unit_variance():

@@ -99,6 +99,43 @@ def test_nan_policy_rollback_lowers_lr_and_continues(tmp_path):
     assert events and events[0]["event"] == "rollback"
 
 
+class ExplodingAt:
+    """Wraps an objective; its step returns NaN once at each of the chosen steps."""
+
+    def __init__(self, inner, steps):
+        self.inner, self.pending = inner, set(steps)
+
+    def __getattr__(self, k):
+        return getattr(self.inner, k)
+
+    def step(self, x, ctx):
+        out = self.inner.step(x, ctx)
+        if ctx.step in self.pending:
+            self.pending.discard(ctx.step)
+            out["rec"] = math.nan
+        return out
+
+
+@pytest.mark.parametrize("milestones", [[], [2]])
+def test_successive_rollbacks_apply_exactly_the_logged_factor(tmp_path, milestones):
+    # the second divergence comes after checkpoints written at the already reduced rate
+    cfg = tiny(nan_policy="rollback", checkpoint_every=4, lr_milestones=milestones, lr_gamma=0.5)
+    run = runs.prepare(cfg, run_dir=tmp_path)
+    tr = Trainer(cfg, ExplodingAt(run.objective, [6, 14]), run.data, tmp_path, progress=False)
+    state = tr.fit()
+    assert state.rollbacks == 2 and state.step == tr.total_steps
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"event"' in line]
+    assert [e["lr_factor"] for e in events] == [0.1, 0.1 ** 2]
+    scheduled = cfg.train.lr * 0.5 ** len(milestones)              # the schedule's rate after the milestones
+    lr = tr.optimizers["model"].param_groups[0]["lr"]
+    assert lr == pytest.approx(scheduled * 0.01, rel=1e-12)
+    assert lr == scheduled * events[-1]["lr_factor"]
+    assert tr.schedulers["model"].base_lrs == [cfg.train.lr * 0.1 ** 2]
+    # a player created after the rollbacks (as a prior conversion does) gets the same rate
+    tr._build_player("model")
+    assert tr.optimizers["model"].param_groups[0]["lr"] == lr
+
+
 def test_elbo_step_decreases_loss_and_only_touches_its_model():
     cfg = tiny()
     run = runs.prepare(cfg)

@@ -64,15 +64,19 @@ def l1_reconstruction(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x - x_hat).abs().mean()
 
 
-def moment_matching_kl(mu: torch.Tensor, extra_variance: torch.Tensor | None = None) -> torch.Tensor:
+MOMENT_VARIANCE_FLOOR = 1e-8   # smallest batch variance the moment-matching KL takes the log of
+
+
+def moment_matching_kl(mu: torch.Tensor) -> torch.Tensor:
     """KL(N(zm, diag zv) || N(0, I)) = 0.5 sum_k (zv_k + zm_k^2 - 1 - log zv_k), summed over dims.
 
     zm, zv: the batch mean and biased variance of mu (B, D) (over every process's share of the
-    batch); ``extra_variance`` (D,) is added to zv (e.g. the batch mean of sigma^2)."""
+    batch). zv is floored at ``MOMENT_VARIANCE_FLOOR`` = 1e-8: a batch of one (or of identical means) has zv = 0,
+    whose log would make the KL infinite; at the floor each such dimension costs about 9.2 nats and
+    passes no gradient through zv."""
     zm = global_mean(mu.mean(0))
     zv = global_mean((mu - zm).pow(2).mean(0))        # centred: never negative by cancellation
-    if extra_variance is not None:
-        zv = zv + extra_variance
+    zv = zv.clamp_min(MOMENT_VARIANCE_FLOOR)
     return 0.5 * (zv + zm * zm - 1.0 - torch.log(zv)).sum()
 
 

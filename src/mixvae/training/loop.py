@@ -75,12 +75,22 @@ class Trainer:
         self.optimizers[name] = parallel.GradientAveraging(opt) if self.world > 1 else opt
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(t.lr_milestones), gamma=t.lr_gamma)
         step = self.state.step if hasattr(self, "state") else 0
-        if step:  # a player created mid-run: milestones already passed still count
-            passed = sum(1 for m in t.lr_milestones if m <= step)
-            for g in opt.param_groups:
-                g["lr"] = g["initial_lr"] * t.lr_gamma ** passed
+        if step:  # a player created mid-run: milestones passed and rollbacks still count
+            self._set_scheduled_lr(opt, sched)
             sched.last_epoch = step
         self.schedulers[name] = sched
+
+    def _set_scheduled_lr(self, opt, sched, initial: Optional[list] = None) -> None:
+        """Set each group's rate to its initial rate x lr_gamma per milestone passed by the current
+        step x 0.1 ** rollbacks (and the scheduler's base rates to initial x 0.1 ** rollbacks).
+        ``initial``: the groups' initial rates (default: their ``initial_lr``)."""
+        t = self.cfg.train
+        factor = 0.1 ** self.state.rollbacks
+        passed = sum(1 for m in t.lr_milestones if m <= self.state.step)
+        initial = initial or [g["initial_lr"] for g in opt.param_groups]
+        for g, lr in zip(opt.param_groups, initial):
+            g["lr"] = lr * t.lr_gamma ** passed * factor
+        sched.base_lrs = [lr * factor for lr in initial]
 
     def in_warmup(self, step: int, epoch: int) -> bool:
         """Whether 0-based ``step`` (in 0-based ``epoch``) is one of the warm-up's steps (or epochs)."""
@@ -205,7 +215,11 @@ class Trainer:
         return None
 
     def _rollback(self, message: str) -> None:
-        """Reload the last good checkpoint and divide every learning rate by 10."""
+        """Reload the last good checkpoint and set every learning rate to 0.1 ** rollbacks times its
+        scheduled value: the group's initial rate times lr_gamma for each milestone passed by the
+        restored step. The rate is set, not scaled: a checkpoint written after an earlier rollback
+        already holds a reduced rate, and scaling it again would compound the reductions beyond the
+        factor logged (``lr_factor``)."""
         path = self.run_dir / "checkpoints" / "latest.pt" if self.run_dir else None
         if path is None or not path.exists():
             raise TrainingDiverged(message + "; no checkpoint to roll back to")
@@ -214,11 +228,9 @@ class Trainer:
             raise TrainingDiverged(message + f"; still diverging after {rollbacks - 1} rollbacks")
         self.restore(load_checkpoint(path))
         self.state.rollbacks = rollbacks
-        for o in self.optimizers.values():
-            for g in o.param_groups:
-                g["lr"] *= 0.1 ** rollbacks
-        for s in self.schedulers.values():
-            s.base_lrs = [lr * 0.1 ** rollbacks for lr in s.base_lrs]
+        for name, o in self.optimizers.items():
+            base = self.objective.player_lr(name) or self.cfg.train.lr
+            self._set_scheduled_lr(o, self.schedulers[name], [g.get("initial_lr", base) for g in o.param_groups])
         self.log.write({"step": self.state.step, "split": "event", "event": "rollback", "reason": message,
                         "lr_factor": 0.1 ** rollbacks})
 
