@@ -8,7 +8,7 @@ Shapes: a distribution over vectors has ``batch_shape`` (any leading dims) and `
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,26 +24,23 @@ def _sum_event(t: torch.Tensor, event_dims: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Noise for a batch of examples that may be split over several processes.
 # --------------------------------------------------------------------------------------------
-_SHARD = [0, 1]   # (this process's share, number of shares) of the batch whose noise is drawn
+class Shard(NamedTuple):
+    """This process's share ``rank`` of ``world`` equal shares of a batch. A distribution over a
+    batch's examples draws its noise for the whole (global) batch and keeps its share, so the noise
+    of an example is what one process with the whole batch would draw, and every process consumes
+    the same random numbers (the training loop gives each model its shard)."""
+
+    rank: int = 0
+    world: int = 1
 
 
-@contextmanager
-def batch_shard(rank: int, world: int):
-    """Inside the block, :func:`example_noise` draws noise for ``world`` times the local batch and
-    keeps share ``rank``: the noise of an example is what one process with the global batch would
-    draw, and every process consumes the same random numbers (set by the training loop)."""
-    old = list(_SHARD)
-    _SHARD[:] = [rank, world]
-    try:
-        yield
-    finally:
-        _SHARD[:] = old
+WHOLE = Shard()
 
 
-def example_noise(shape, example_dim: int, draw=torch.randn, **kw) -> torch.Tensor:
+def example_noise(shape, example_dim: int, shard: Shard = WHOLE, draw=torch.randn, **kw) -> torch.Tensor:
     """``draw(shape)`` (e.g. standard normals) where dimension ``example_dim`` indexes the examples
-    of the (local) batch; see :func:`batch_shard`."""
-    rank, world = _SHARD
+    of this process's share of the batch."""
+    rank, world = shard
     if world == 1:
         return draw(tuple(shape), **kw)
     full = list(shape)
@@ -53,13 +50,22 @@ def example_noise(shape, example_dim: int, draw=torch.randn, **kw) -> torch.Tens
 
 
 class _Plain(Distribution):
-    """Base for the distributions below: no argument validation (we check inputs elsewhere)."""
+    """Base for the distributions below. Argument validation (torch.distributions' check of each
+    parameter against ``arg_constraints`` at construction) is off by default for speed and switched
+    on for every distribution here with :func:`validate_arguments` (the test suite does)."""
 
     arg_constraints: dict = {}
     has_rsample = False
+    _validate_args = False
 
     def __init__(self, batch_shape, event_shape):
-        super().__init__(torch.Size(batch_shape), torch.Size(event_shape), validate_args=False)
+        super().__init__(torch.Size(batch_shape), torch.Size(event_shape), validate_args=type(self)._validate_args)
+
+
+def validate_arguments(on: bool = True) -> None:
+    """Check every parameter of the distributions of this module against its constraints when one
+    is built (a NaN mean raises ValueError at once instead of spreading)."""
+    _Plain._validate_args = bool(on)
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,15 +74,17 @@ class _Plain(Distribution):
 class DiagonalGaussian(_Plain):
     """N(mu, diag(exp(logvar))) over the last ``event_dims`` dimensions (default 1).
 
-    mu, logvar: (..., *event). ``log_prob(x)`` returns (...,) in nats.
+    mu, logvar: (..., *event). ``log_prob(x)`` returns (...,) in nats. ``shard``: the share of a
+    batch split over processes that the last batch dimension holds (see :class:`Shard`).
     """
 
     has_rsample = True
     support = constraints.real
+    arg_constraints = {"mu": constraints.real, "logvar": constraints.real}
 
-    def __init__(self, mu: torch.Tensor, logvar: torch.Tensor, event_dims: int = 1):
+    def __init__(self, mu: torch.Tensor, logvar: torch.Tensor, event_dims: int = 1, shard: Shard = WHOLE):
         mu, logvar = torch.broadcast_tensors(mu, logvar)
-        self.mu, self.logvar, self.event_dims = mu, logvar, event_dims
+        self.mu, self.logvar, self.event_dims, self.shard = mu, logvar, event_dims, shard
         split = mu.dim() - event_dims
         super().__init__(mu.shape[:split], mu.shape[split:])
 
@@ -95,9 +103,18 @@ class DiagonalGaussian(_Plain):
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         """mu + sigma * eps, shape sample_shape + mu.shape; the examples are the last batch (or, with
         no batch dimensions, the last sample) dimension."""
+        return self.reparameterize(self.noise(sample_shape))
+
+    def noise(self, sample_shape=torch.Size(), shard: Shard | None = None) -> torch.Tensor:
+        """Standard normal eps of shape sample_shape + mu.shape (the share ``shard``, default this
+        distribution's, of a batch whose examples are the last batch dimension)."""
         shape = torch.Size(sample_shape) + self.mu.shape
-        eps = example_noise(shape, len(shape) - len(self.event_shape) - 1, dtype=self.mu.dtype, device=self.mu.device)
-        return self.mu + self.stddev * eps
+        return example_noise(shape, len(shape) - len(self.event_shape) - 1, shard or self.shard, dtype=self.mu.dtype,
+                             device=self.mu.device)
+
+    def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
+        """mu + sigma * eps: a draw from given standard normals, with gradient to mu and logvar."""
+        return self.mu + self.stddev * eps.to(self.mu.device)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
@@ -122,7 +139,7 @@ class DiagonalGaussian(_Plain):
         return _sum_event(elem, self.event_dims)
 
     def detach(self) -> "DiagonalGaussian":
-        return DiagonalGaussian(self.mu.detach(), self.logvar.detach(), self.event_dims)
+        return DiagonalGaussian(self.mu.detach(), self.logvar.detach(), self.event_dims, self.shard)
 
 
 def standard_normal(dim: int, device=None, dtype=None) -> DiagonalGaussian:
@@ -470,9 +487,11 @@ class DiagonalGaussianMixture(_Plain):
     has_rsample = True
     support = constraints.real
 
-    def __init__(self, log_weights: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor):
+    arg_constraints = {"means": constraints.real, "logvars": constraints.real}
+
+    def __init__(self, log_weights: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor, shard: Shard = WHOLE):
         self.log_weights = torch.log_softmax(log_weights, dim=-1)  # normalised, whatever was passed
-        self.means, self.logvars = means, logvars
+        self.means, self.logvars, self.shard = means, logvars, shard
         super().__init__((), means.shape[-1:])
 
     @property
@@ -502,28 +521,37 @@ class DiagonalGaussianMixture(_Plain):
         """Posterior probability of each component, softmax_k(log w_k + log N(z; m_k, v_k)), (..., K)."""
         return torch.softmax(self.component_log_prob(z), dim=-1)
 
-    def sample_components(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_components(self, n: int, generator: torch.Generator | None = None,
+                          shard: Shard | None = None) -> torch.Tensor:
         """n component indices drawn from the weights (no gradient), shape (n,)."""
         w = self.weights.detach()
-        return example_noise((n,), 0, lambda shape: torch.multinomial(w, shape[0], replacement=True, generator=generator))
+        return example_noise((n,), 0, shard or self.shard,
+                             lambda shape: torch.multinomial(w, shape[0], replacement=True, generator=generator))
+
+    def noise(self, sample_shape=torch.Size(), shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The randomness of ``prod(sample_shape)`` draws, as the share ``shard`` (default this
+        distribution's) of a batch of draws: component indices (n,) and standard normals (n, D)."""
+        n = torch.Size(sample_shape).numel()
+        idx = self.sample_components(max(1, n), shard=shard)[:n]
+        return idx, example_noise((idx.shape[0], self.means.shape[-1]), 0, shard or self.shard,
+                                  device=self.means.device, dtype=self.means.dtype)
+
+    def reparameterize(self, noise: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """m_k + exp(l_k / 2) eps of the drawn components, (n, D): gradients reach the chosen means
+        and log-variances, never the weights (the index is drawn without gradient)."""
+        idx, eps = noise
+        return self.means[idx] + torch.exp(0.5 * self.logvars[idx]) * eps.to(self.means.device)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        """Reparameterised draw: a component index without gradient, then m_k + exp(l_k/2) * eps.
-
-        Gradients reach the chosen means and log-variances, never the weights.
-        """
-        shape = torch.Size(sample_shape)
-        idx = self.sample_components(max(1, shape.numel()))[: shape.numel()]
-        eps = example_noise((idx.shape[0], self.means.shape[-1]), 0, device=self.means.device, dtype=self.means.dtype)
-        z = self.means[idx] + torch.exp(0.5 * self.logvars[idx]) * eps
-        return z.reshape(shape + self.event_shape)
+        """Reparameterised draw, shape sample_shape + (D,) (see :meth:`reparameterize`)."""
+        return self.reparameterize(self.noise(sample_shape)).reshape(torch.Size(sample_shape) + self.event_shape)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
     def detach(self) -> "DiagonalGaussianMixture":
-        return DiagonalGaussianMixture(self.log_weights.detach(), self.means.detach(), self.logvars.detach())
+        return DiagonalGaussianMixture(self.log_weights.detach(), self.means.detach(), self.logvars.detach(), self.shard)
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,6 +565,8 @@ class BernoulliLikelihood(_Plain):
     """
 
     support = constraints.unit_interval
+
+    arg_constraints = {"logits": constraints.real}
 
     def __init__(self, logits: torch.Tensor, event_dims: int):
         self.logits, self.event_dims = logits, event_dims
@@ -569,6 +599,8 @@ class DiscretizedLogistic(_Plain):
     """
 
     support = constraints.unit_interval
+
+    arg_constraints = {"loc": constraints.unit_interval, "log_scale": constraints.real}
 
     def __init__(self, mean: torch.Tensor, log_scale: torch.Tensor, event_dims: int, bins: int = 256):
         mean, log_scale = torch.broadcast_tensors(mean, log_scale)
@@ -616,3 +648,44 @@ class GaussianLikelihood(DiagonalGaussian):
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """log (1/S) sum_s exp(log_w_s) along ``dim``, computed with logsumexp."""
     return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
+
+
+# --------------------------------------------------------------------------------------------
+# KL divergences: closed forms registered per pair of types, a Monte-Carlo estimate otherwise.
+# --------------------------------------------------------------------------------------------
+_KL: dict[tuple[type, type], Callable] = {}
+
+
+def register_kl(type_q: type, type_p: type):
+    """Decorator: ``fn(q, p) -> KL(q || p)`` in closed form for q of ``type_q`` and p of ``type_p``."""
+    def deco(fn):
+        _KL[(type_q, type_p)] = fn
+        return fn
+    return deco
+
+
+def closed_form_kl(q, p) -> Callable | None:
+    """The registered closed form for q and p (distributions, or their types; subclasses
+    included), or None."""
+    tq, tp = (d if isinstance(d, type) else type(d) for d in (q, p))
+    for (a, b), fn in _KL.items():
+        if issubclass(tq, a) and issubclass(tp, b):
+            return fn
+    return None
+
+
+def kl_divergence(q: Distribution, p: Distribution, samples: int = 1, noise=None) -> torch.Tensor:
+    """KL(q || p) per batch element of q (nats): the registered closed form where there is one, else
+    the Monte-Carlo estimate mean_s [log q(z_s) - log p(z_s)] over z_s = q.reparameterize(noise)
+    (given noise, e.g. common random numbers shared by every example) or ``samples`` draws
+    z_s ~ q (reparameterised: the estimate has gradients)."""
+    fn = closed_form_kl(q, p)
+    if fn is not None:
+        return fn(q, p)
+    z = q.reparameterize(noise) if noise is not None else q.rsample((samples,))
+    return (q.log_prob(z) - p.log_prob(z)).mean(0)
+
+
+@register_kl(DiagonalGaussian, DiagonalGaussian)
+def _kl_diagonal_gaussians(q: DiagonalGaussian, p: DiagonalGaussian) -> torch.Tensor:
+    return q.kl_to(p)

@@ -25,6 +25,9 @@ class Prior(nn.Module):
     """Base class. Subclasses implement ``forward() -> Distribution``."""
 
     is_mixture = False
+    is_standard_normal = False   # N(0, I): objectives with a closed form for it (GAMIX's moment match) use it
+    encodes_inputs = False       # the prior is the encoder's posterior at inputs of its own (the VampPrior
+                                 # protocol: ``attach_encoder``, ``pseudo_inputs()``, ``mixture(q_u)``)
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -48,6 +51,8 @@ class Prior(nn.Module):
 
 class StandardNormalPrior(Prior):
     """p(z) = N(0, I)."""
+
+    is_standard_normal = True
 
     def forward(self) -> DiagonalGaussian:
         return standard_normal(self.latent_dim, device=self._device)
@@ -136,6 +141,8 @@ class VampPrior(MixturePrior):
     unless ``learn_weights``. The encoder is attached by the model with :meth:`attach_encoder`;
     it is not a sub-module here, so its parameters are owned (and saved) once, by the model.
     """
+
+    encodes_inputs = True
 
     def __init__(self, latent_dim: int, components: int, data_shape: tuple[int, ...],
                  init_mean: float = 0.05, init_std: float = 0.01,

@@ -21,7 +21,7 @@ import torch
 from scipy.special import xlogy
 
 from ..models import LatentVariableModel
-from ..priors import StandardNormalPrior
+from ..distributions import DiagonalGaussian, closed_form_kl, kl_divergence
 
 EPS = 1e-14          # the authors' epsilon, added to the second argument of their KLs
 GNELBO_SCALE = 1e7   # gnELBO is reported multiplied by this
@@ -108,7 +108,7 @@ def neg_elbo(model: LatentVariableModel, x: torch.Tensor, kl_samples: int = 100,
     """Negative ELBO with all betas 1, per point, shape (N,), on the CPU. x: (N, *data_shape).
 
     ``||x - decode(mu).mean||^2`` (summed over the data dimensions, z = mu, no sampling) plus
-    KL(q(z|x) || p(z)): closed form ``q.kl_standard_normal()`` for the standard normal prior,
+    KL(q(z|x) || p(z)) by :func:`kl_divergence`: its closed form for a Gaussian prior,
     otherwise ``mean_s [log q(z_s|x) - log p(z_s)]`` over ``kl_samples`` draws z_s = mu + sigma eps_s.
     The eps_s (kl_samples, D) are drawn once per call (from ``generator`` if given) and shared by
     every point (common random numbers): each point's estimate is still an unbiased MC average,
@@ -121,14 +121,14 @@ def neg_elbo(model: LatentVariableModel, x: torch.Tensor, kl_samples: int = 100,
     was_training = model.training
     model.eval()
     try:
-        closed_form = isinstance(model.prior, StandardNormalPrior)
+        prior = model.prior()                        # components computed once (VampPrior)
+        closed_form = closed_form_kl(DiagonalGaussian, prior) is not None
         if closed_form:
-            per_pass, prior, eps = chunk, None, None
+            per_pass, eps = chunk, None
         else:
             per_pass = max(1, chunk // kl_samples)
-            prior = model.prior()                    # components computed once (VampPrior)
             eps = torch.randn(kl_samples, model.latent_dim, generator=generator, dtype=dtype)
-            eps = eps.to(device).unsqueeze(1)        # (S, 1, D)
+            eps = eps.to(device).unsqueeze(1)        # (S, 1, D): the same draws for every point
         from ..progress import bar
         out = []
         points = bar(total=x.shape[0], desc="negative ELBO", unit="pt", unit_scale=True, disable=x.shape[0] < 100_000)
@@ -137,11 +137,7 @@ def neg_elbo(model: LatentVariableModel, x: torch.Tensor, kl_samples: int = 100,
             xb = xb.to(device=device, dtype=dtype)
             q = model.encode(xb)
             rec = (xb - model.decode(q.mu).mean).pow(2).flatten(1).sum(1)
-            if closed_form:
-                kl = q.kl_standard_normal()
-            else:
-                z = q.mu + q.stddev * eps            # (S, n, D)
-                kl = (q.log_prob(z) - prior.log_prob(z)).mean(0)
+            kl = kl_divergence(q, prior, noise=eps)
             out.append((rec + kl).cpu())
         points.close()
     finally:

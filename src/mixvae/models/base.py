@@ -16,12 +16,16 @@ import torch
 import torch.nn as nn
 from torch.distributions import Distribution
 
-from ..distributions import DiagonalGaussian
-from ..priors import Prior, VampPrior
+from ..distributions import WHOLE, DiagonalGaussian, Shard
+from ..priors import Prior
 from .likelihood import LikelihoodHead
 
 
 class LatentVariableModel(nn.Module, ABC):
+    # The share of a batch split over processes that this process holds: posteriors draw their noise
+    # for the whole batch and keep this share (the training loop sets it; see distributions.Shard).
+    shard: Shard = WHOLE
+
     def __init__(self, data_shape: tuple[int, ...], prior: Prior, likelihood: LikelihoodHead):
         super().__init__()
         self.data_shape = tuple(data_shape)
@@ -33,10 +37,10 @@ class LatentVariableModel(nn.Module, ABC):
         pass with x (bigger matrix products, half the passes) unless the model has BatchNorm,
         whose statistics would then mix the two sets."""
         p = self.prior
-        if isinstance(p, VampPrior) and not self._has_batchnorm():
+        if p.encodes_inputs and not self._has_batchnorm():
             n = x.shape[0]
             q = self.encode(torch.cat([x, p.pseudo_inputs().to(x.dtype)]))
-            return (DiagonalGaussian(q.mu[:n], q.logvar[:n]),
+            return (DiagonalGaussian(q.mu[:n], q.logvar[:n], shard=self.shard),
                     p.mixture(DiagonalGaussian(q.mu[n:], q.logvar[n:])))
         return self.encode(x), p()
 
@@ -44,9 +48,10 @@ class LatentVariableModel(nn.Module, ABC):
         return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())
 
     def set_prior(self, prior: Prior) -> None:
-        """Install a prior (e.g. after converting a VampPrior to a MoG); binds VampPriors to the encoder."""
+        """Install a prior (e.g. after converting a VampPrior to a MoG); a prior that encodes inputs
+        (``prior.encodes_inputs``, the VampPrior) is given this model's encoder."""
         self.prior = prior
-        if isinstance(prior, VampPrior):
+        if prior.encodes_inputs:
             prior.attach_encoder(self.encode)
 
     @property
@@ -62,12 +67,11 @@ class LatentVariableModel(nn.Module, ABC):
         """p(x|z) for top latents z (..., D)."""
 
     @abstractmethod
-    def log_weights(self, x, num_samples: int = 1, prior: Distribution | None = None,
-                    analytic_kl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_weights(self, x, num_samples: int = 1,
+                    prior: Distribution | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(x|z), log q(z|x) - log p(z)) for z ~ q(z|x), each (S, N).
 
         ``prior`` is the prior distribution if the caller already computed it this step.
-        ``analytic_kl`` uses the closed-form KL where one exists (standard normal prior).
         """
 
     @torch.no_grad()

@@ -24,10 +24,10 @@ class HVAE(LatentVariableModel):
         self.encoder2, self.encoder1, self.prior1, self.decoder = encoder2, encoder1, prior1, decoder
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        return DiagonalGaussian(*self.encoder2(x))
+        return DiagonalGaussian(*self.encoder2(x), shard=self.shard)
 
     def encode_lower(self, x: torch.Tensor, z2: torch.Tensor) -> DiagonalGaussian:
-        return DiagonalGaussian(*self.encoder1(x, z2))
+        return DiagonalGaussian(*self.encoder1(x, z2), shard=self.shard)
 
     def decode(self, z2: torch.Tensor, sample_z1: bool = False) -> Distribution:
         """p(x|z1, z2) with z1 the mean of p(z1|z2) (or a sample of it)."""
@@ -35,7 +35,7 @@ class HVAE(LatentVariableModel):
         z1 = p1.sample() if sample_z1 else p1.mu
         return self.likelihood(self.decoder(z1, z2))
 
-    def log_weights(self, x, num_samples=1, prior=None, analytic_kl=False):
+    def log_weights(self, x, num_samples=1, prior=None):
         q2, p2 = (self.encode(x), prior) if prior is not None else self.encode_with_prior(x)
         z2 = q2.rsample((num_samples,))                    # (S, N, D2)
         q1 = self.encode_lower(x, z2)

@@ -6,7 +6,7 @@ import torch.nn as nn
 from torch.distributions import Distribution
 
 from ..distributions import DiagonalGaussian
-from ..priors import Prior, StandardNormalPrior
+from ..priors import Prior
 from .base import LatentVariableModel
 from .likelihood import LikelihoodHead
 
@@ -20,17 +20,13 @@ class VAE(LatentVariableModel):
         self.encoder, self.decoder = encoder, decoder
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        return DiagonalGaussian(*self.encoder(x))
+        return DiagonalGaussian(*self.encoder(x), shard=self.shard)
 
     def decode(self, z: torch.Tensor) -> Distribution:
         return self.likelihood(self.decoder(z))
 
-    def log_weights(self, x, num_samples=1, prior=None, analytic_kl=False):
+    def log_weights(self, x, num_samples=1, prior=None):
         q, p = (self.encode(x), prior) if prior is not None else self.encode_with_prior(x)
         z = q.rsample((num_samples,))                      # (S, N, D)
         log_px = self.decode(z).log_prob(x)                # (S, N)
-        if analytic_kl and isinstance(self.prior, StandardNormalPrior):
-            kl = q.kl_standard_normal().expand_as(log_px)
-        else:
-            kl = q.log_prob(z) - p.log_prob(z)
-        return log_px, kl
+        return log_px, q.log_prob(z) - p.log_prob(z)

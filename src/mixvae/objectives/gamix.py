@@ -31,11 +31,10 @@ from typing import Literal, Optional
 
 from ..config import _range
 from ..registry import OBJECTIVES
-from ..distributions import DiagonalGaussian, DiagonalGaussianMixture
+from ..distributions import DiagonalGaussian, DiagonalGaussianMixture, kl_divergence
 from ..models import VAE
 from ..parallel import global_mean
 from ..nets.gamix import PatchGAN
-from ..priors import StandardNormalPrior
 from .base import Objective, StepContext, trainable
 
 
@@ -147,11 +146,8 @@ class Gamix(Objective):
         """KL_pop (gamix) or the mean per-example KL to the prior (vae)."""
         prior = self.model.prior()
         if self.mode == "vae":
-            if isinstance(prior, DiagonalGaussian):
-                return q.kl_to(prior).mean()
-            z = q.rsample((self.cfg.kl_samples,))
-            return (q.log_prob(z) - prior.log_prob(z)).mean()
-        if isinstance(self.model.prior, StandardNormalPrior):
+            return kl_divergence(q, prior, self.cfg.kl_samples).mean()
+        if self.model.prior.is_standard_normal:
             return moment_matching_kl(q.mu)
         return batch_mixture_kl(q, prior, self.cfg.kl_samples)
 

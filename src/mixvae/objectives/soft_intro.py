@@ -31,7 +31,7 @@ from torch.distributions import Distribution
 from ..config import _range
 from ..errors import UserError
 from ..registry import OBJECTIVES, PRIORS
-from ..distributions import DiagonalGaussian, DiagonalGaussianMixture, example_noise
+from ..distributions import DiagonalGaussian, kl_divergence
 from ..models import VAE
 from ..priors import MoGPrior, VampPrior
 from ..parallel import global_mean
@@ -76,15 +76,6 @@ def squared_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).pow(2).flatten(1).sum(1)
 
 
-def kl_to_prior(q: DiagonalGaussian, prior: Distribution, samples: int) -> torch.Tensor:
-    """KL(q(z|x) || p) per example (B,): exact for a Gaussian prior; for a mixture the estimate
-    mean_s [log q(z_s|x) - logsumexp_k(log w_k + log N(z_s; m_k, v_k))], z_s ~ q (reparameterised)."""
-    if isinstance(prior, DiagonalGaussian):
-        return q.kl_to(prior)
-    z = q.rsample((samples,))                                   # (S, B, D)
-    return (q.log_prob(z) - prior.log_prob(z)).mean(0)
-
-
 def mean_exp(a: torch.Tensor) -> torch.Tensor:
     """mean_i exp(a_i) computed as exp(logsumexp(a) - log n)."""
     return torch.exp(torch.logsumexp(a, dim=0) - math.log(a.shape[0]))
@@ -102,25 +93,6 @@ def usage_negative_entropy(component_log_prob: torch.Tensor) -> torch.Tensor:
     neg_ent = (rbar * torch.log(rbar + 1e-8)).sum()
     log_c = math.log(rbar.shape[0])
     return neg_ent / log_c if log_c > 1 else neg_ent
-
-
-@dataclass
-class PriorDraw:
-    """The iteration's prior sample as noise: component indices (mixtures) and standard normals."""
-
-    idx: Optional[torch.Tensor]
-    eps: torch.Tensor
-
-    @staticmethod
-    def of(prior: Distribution, n: int, dim: int) -> "PriorDraw":
-        idx = prior.sample_components(n) if isinstance(prior, DiagonalGaussianMixture) else None
-        return PriorDraw(idx, example_noise((n, dim), 0))
-
-    def latents(self, prior: Distribution) -> torch.Tensor:
-        """z = m + exp(l / 2) eps of the drawn components, with gradient to the prior's m and l."""
-        if self.idx is None:
-            return prior.mu + prior.stddev * self.eps.to(prior.mu.device)
-        return prior.means[self.idx] + torch.exp(0.5 * prior.logvars[self.idx]) * self.eps.to(prior.means.device)
 
 
 @contextmanager
@@ -158,7 +130,7 @@ class SoftIntroVAE(Objective):
     # players ----------------------------------------------------------------------------
     def prior_parameters(self) -> list:
         p = self.model.prior
-        return trainable([p.pseudo_inputs_raw, p.logits] if isinstance(p, VampPrior) else p.parameters())
+        return trainable(p.parameters())
 
     def players(self):
         out = {"encoder": trainable(self.model.encoder.parameters()),
@@ -190,7 +162,7 @@ class SoftIntroVAE(Objective):
         c = self.cfg
         due = (c.convert_to_mog_step is not None and ctx.step >= c.convert_to_mog_step) or \
               (c.convert_to_mog_epoch is not None and ctx.epoch >= c.convert_to_mog_epoch)
-        if due and not self.converted and isinstance(self.model.prior, VampPrior):
+        if due and not self.converted and self.model.prior.encodes_inputs:
             with torch.no_grad():
                 mix = self.model.prior()
             self._vampprior = self.model.prior      # kept for a rollback to before the conversion
@@ -204,7 +176,7 @@ class SoftIntroVAE(Objective):
         m, c = self.model, self.cfg
         q = m.encode(x)
         rec = m.decode(q.rsample()).mean
-        kl = kl_to_prior(q, m.prior(), c.kl_samples)
+        kl = kl_divergence(q, m.prior(), c.kl_samples)
         err = squared_error(x, rec).mean()
         loss = c.beta_rec * err + c.beta_kl * kl.mean()
         return loss, {"loss": loss.item(), "rec": err.item(), "kl": kl.mean().item()}
@@ -216,13 +188,13 @@ class SoftIntroVAE(Objective):
         q = m.encode(x)
         z_r = q.rsample()
         rec = m.decode(z_r).mean
-        kl_real = kl_to_prior(q, prior, c.kl_samples)
+        kl_real = kl_divergence(q, prior, c.kl_samples)
         err = squared_error(x, rec)
         loss_real = s * (c.beta_rec * err.mean() + c.beta_kl * kl_real.mean())
         q_rec, q_fake = m.encode(rec.detach()), m.encode(fake)
         rec_rec, rec_fake = m.decode(q_rec.rsample()).mean, m.decode(q_fake.rsample()).mean
-        kl_rec = kl_to_prior(q_rec, prior, c.kl_samples)
-        kl_fake = kl_to_prior(q_fake, prior, c.kl_samples)
+        kl_rec = kl_divergence(q_rec, prior, c.kl_samples)
+        kl_fake = kl_divergence(q_fake, prior, c.kl_samples)
         elbo_rec = c.beta_rec * squared_error(rec, rec_rec) + c.beta_neg * kl_rec
         elbo_fake = c.beta_rec * squared_error(fake, rec_fake) + c.beta_neg * kl_fake
         loss_fake = introspection_term(elbo_rec, elbo_fake, c.alpha, s)
@@ -230,7 +202,7 @@ class SoftIntroVAE(Objective):
         metrics = {"enc_loss": loss.item(), "enc_real": loss_real.item(), "enc_fake": loss_fake.item(),
                    "rec": err.mean().item(), "kl_real": kl_real.mean().item(),
                    "kl_rec": kl_rec.mean().item(), "kl_fake": kl_fake.mean().item()}
-        if c.r_ent > 0 and isinstance(prior, DiagonalGaussianMixture):
+        if c.r_ent > 0 and m.prior.is_mixture:
             neg_ent = usage_negative_entropy(prior.component_log_prob(q.rsample((c.resp_samples,))))
             loss = loss + s * c.r_ent * neg_ent
             metrics["neg_entropy"] = neg_ent.item()
@@ -245,15 +217,15 @@ class SoftIntroVAE(Objective):
         q_rec, q_fake = m.encode(rec), m.encode(fake)
         rec_rec = m.decode(q_rec.rsample().detach()).mean
         rec_fake = m.decode(q_fake.rsample().detach()).mean
-        kl_rec = kl_to_prior(q_rec, prior_sg, c.kl_samples)
-        kl_fake = kl_to_prior(q_fake, prior_sg, c.kl_samples)
+        kl_rec = kl_divergence(q_rec, prior_sg, c.kl_samples)
+        kl_fake = kl_divergence(q_fake, prior_sg, c.kl_samples)
         err = squared_error(x, rec).mean()
         inner = (c.beta_rec * err + 0.5 * c.beta_kl * (kl_rec.mean() + kl_fake.mean())
                  + 0.5 * c.gamma_r * c.beta_rec * (squared_error(rec.detach(), rec_rec).mean()
                                                    + squared_error(fake.detach(), rec_fake).mean()))
         metrics = {"dec_kl_rec": kl_rec.mean().item(), "dec_kl_fake": kl_fake.mean().item()}
         if prior is not prior_sg:     # the prior learns with the decoder: fit it to the aggregate posterior
-            kl_prior = kl_to_prior(q.detach(), prior, c.kl_samples)
+            kl_prior = kl_divergence(q.detach(), prior, c.kl_samples)
             inner = inner + c.beta_kl * kl_prior.mean()
             metrics["prior_kl_real"] = kl_prior.mean().item()
         loss = s * inner
@@ -280,7 +252,7 @@ class SoftIntroVAE(Objective):
         prior_learns = has_params and c.prior_player != "fixed"
         # clipping only when the prior learns: the soft clip is not the identity near the bounds, and a
         # fixed prior must stay the one fitted during the warm-up (as the authors' code does)
-        if c.variance_clipping and prior_learns and isinstance(m.prior, MoGPrior) and not bool(m.prior.clip_on):
+        if c.variance_clipping and prior_learns and hasattr(m.prior, "start_variance_clipping") and not bool(m.prior.clip_on):
             m.prior.start_variance_clipping()
             frozen_dims = int((m.prior.clip_hi == m.prior.clip_lo).sum())
             if frozen_dims:
@@ -291,8 +263,8 @@ class SoftIntroVAE(Objective):
         # one prior batch per iteration, reused by both steps
         with torch.no_grad():
             prior_sg = m.prior()
-            draw = PriorDraw.of(prior_sg, x.shape[0], m.latent_dim)
-            fake = m.decode(draw.latents(prior_sg)).mean
+            draw = prior_sg.noise((x.shape[0],), m.shard)   # one prior draw, reparameterised in both steps
+            fake = m.decode(prior_sg.reparameterize(draw)).mean
         prior_sg = prior_sg.detach()
         with frozen(m.decoder):
             prior_e = m.prior() if learns["encoder"] else prior_sg
@@ -303,7 +275,7 @@ class SoftIntroVAE(Objective):
                 prior_sg = m.prior().detach()
         with frozen(m.encoder):
             prior_d = m.prior() if learns["decoder"] else prior_sg
-            z_fake = draw.latents(prior_d)
+            z_fake = prior_d.reparameterize(draw)
             loss_d, dmetrics = self.decoder_loss(x, z_r, q, prior_d, prior_sg, z_fake)
             self._opt_step(ctx, ["decoder"] + (["prior"] if learns["decoder"] else []), loss_d)
         return {**metrics, **dmetrics}
@@ -312,5 +284,5 @@ class SoftIntroVAE(Objective):
     def validation_loss(self, x: torch.Tensor) -> torch.Tensor:
         """b_rec L_r + b_kl KL per example (the real-data VAE loss)."""
         q = self.model.encode(x)
-        kl = kl_to_prior(q, self.model.prior(), self.cfg.kl_samples)
+        kl = kl_divergence(q, self.model.prior(), self.cfg.kl_samples)
         return self.cfg.beta_rec * squared_error(x, self.model.decode(q.mu).mean) + self.cfg.beta_kl * kl

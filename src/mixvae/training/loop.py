@@ -20,7 +20,7 @@ from ..config import Config, config_to_dict
 from ..data import Dataset
 from ..errors import TrainingDiverged
 from .. import parallel
-from ..distributions import batch_shard
+from ..distributions import WHOLE, Shard
 from ..objectives.base import Objective, StepContext
 from .checkpoint import load_checkpoint, save_checkpoint, weights_only
 from .tracking import MetricsLog
@@ -49,6 +49,7 @@ class Trainer:
         if t.batch_size % world:
             raise ValueError(f"train.batch_size {t.batch_size} is not divisible by {world} processes")
         self.steps_per_epoch = data.steps_per_epoch(t.batch_size)
+        self.shard = Shard(rank, world)   # in a training step, posteriors draw noise for the whole batch, keep their share
         self.total_steps = t.max_steps if t.max_steps is not None else t.epochs * self.steps_per_epoch
         self.state = LoopState()
         if world > 1:   # BatchNorm statistics of the global batch (before optimizers see the parameters)
@@ -250,8 +251,12 @@ class Trainer:
                 ctx = StepContext(step=s.step, epoch=epoch, steps_per_epoch=self.steps_per_epoch,
                                   warmup=self.warmup_progress(s.step, epoch), optimizers=self.optimizers,
                                   reset_player=self._build_player, in_warmup=self.in_warmup(s.step, epoch))
-                with batch_shard(self.rank, self.world):
+                model = self.objective.model
+                model.shard = self.shard
+                try:
                     metrics = self.objective.step(x.to(self.device), ctx)
+                finally:
+                    model.shard = WHOLE           # validation and evaluation see whole batches
                 bad = self._check_finite(metrics, s.step)
                 if parallel.any_process(bad is not None):
                     bad = bad or f"step {s.step}: a loss term is not finite in another process"
