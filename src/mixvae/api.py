@@ -112,7 +112,8 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     the last ones (adversarial training). Returns ``{"steps", "best_step", "best_valid_loss",
     "stop_reason", "seconds", "records"}`` (records: the metrics.jsonl lines).
     """
-    from .app.runs import check_new_run_dir, picture_run
+    from .app.runs import RunLock, check_new_run_dir, picture_run
+    from .training.checkpoint import load_checkpoint
     from .training.loop import Trainer
     cfg = _fit_config(model, objective, seed, options)
     if isinstance(train, Dataset):
@@ -128,21 +129,31 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     for m in objective_.modules().values():
         m.to(device)
     run_dir = Path(out) if out is not None else None
+    lock = None
     if run_dir is not None:
         check_new_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)   # held until fit returns; see mixvae.app.runs.RunLock
+        try:
+            check_new_run_dir(run_dir, locked=True)   # again under the lock: one of two racing fits goes on
+        except UserError:
+            lock.release()
+            raise
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "run.json").write_text(json.dumps({"data": data.spec(), "data_shape": list(data.shape),
                                                       "data_kind": data.kind, "created_by": "mixvae.fit"}, indent=2))
     torch.manual_seed(cfg.seed)
-    trainer = Trainer(cfg, objective_, data, run_dir, device, progress=progress,
-                      after_eval=(lambda tr: picture_run(tr, run_dir)) if run_dir is not None else None)
+    trainer = None
     try:
+        trainer = Trainer(cfg, objective_, data, run_dir, device, progress=progress,
+                          after_eval=(lambda tr: picture_run(tr, run_dir)) if run_dir is not None else None)
         state = trainer.fit()
     finally:
-        trainer.log.close()
+        if trainer is not None:
+            trainer.log.close()
+        if lock is not None:
+            lock.release()
     if objective_.select_best:
-        best = (torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True) if run_dir is not None
+        best = (load_checkpoint(run_dir / "checkpoints" / "best.pt", fallback=False) if run_dir is not None
                 and (run_dir / "checkpoints" / "best.pt").exists() else trainer.best_state)
         if best is not None:
             objective_.load_state_dict(best.get("objective", {}))

@@ -2,18 +2,21 @@
 
 A run folder holds ``config.yaml`` (the full resolved config), ``run.json`` (where the data came
 from, versions), ``metrics.jsonl``, ``checkpoints/{latest,best}.pt``, pictures, and ``eval.json``
-after an evaluation. Everything needed to reload the model is in the folder.
+after an evaluation. Everything needed to reload the model is in the folder. A process that
+writes a run folder (training or resuming it) holds the folder's lock (``.lock``) for the whole
+run, so a second writer stops with one line instead of interleaving its output with the first.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import yaml
@@ -66,20 +69,98 @@ def prepare(cfg: Config, data_dir=None, run_dir: Optional[Path] = None) -> Run:
     return Run(cfg, data, model, objective, run_dir, device)
 
 
-def check_new_run_dir(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+try:
+    import fcntl
+except ImportError:   # not POSIX (Windows): run folders are not locked
+    fcntl = None
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """The exclusive lock of a run folder: ``flock`` on ``FOLDER/.lock``, which holds the writer's pid.
+
+    The operating system releases it when the process ends in any way (exit, exception, SIGKILL),
+    so the lock of a dead process is never stale and needs no cleaning up. Use as a context manager
+    or call :meth:`release`. Raises :class:`UserError` if another live process holds it."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.fd = folder, None
+        if fcntl is None:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot lock the run folder {folder} ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"run folder {folder} is being written by another mixvae process (pid {holder}); "
+                            "wait for it to end, or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)   # closing the descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def holder_of(folder: Path) -> Optional[str]:
+    """The pid (as written) of the live process holding ``folder``'s lock, or None."""
+    if fcntl is None or not (folder / LOCK_FILE).is_file():
+        return None
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except OSError:
+        return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+
+
+def check_new_run_dir(out: Path, locked: bool = False) -> None:
+    """Refuse an --out that another process writes, or that exists with content (a lock file left
+    by a finished run aside). ``locked``: this process holds the folder's lock already."""
+    holder = holder_of(out) if out.is_dir() and not locked else None
+    if holder is not None:
+        raise UserError(f"run folder {out} is being written by another mixvae process (pid {holder}); "
+                        "wait for it to end, or choose another folder")
+    if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
         raise UserError(f"--out {out} already exists and is not empty; use 'mixvae train --resume {out}' "
                         "to continue that run, or choose another folder")
 
 
-def create_run_dir(run: Run, out: Path, data_dir) -> None:
-    """Write config.yaml and run.json into a new folder (only after everything was built)."""
-    out.mkdir(parents=True, exist_ok=True)
+def create_run_dir(run: Run, out: Path, data_dir) -> RunLock:
+    """Lock a new folder and write config.yaml and run.json into it (only after everything was
+    built). Returns the held lock; the folder is checked again under it, so of two processes
+    creating the same folder at once exactly one goes on."""
+    lock = RunLock(out)
+    try:
+        check_new_run_dir(out, locked=True)
+    except UserError:
+        lock.release()
+        raise
     save_config(run.cfg, out / "config.yaml")
     meta = {"mixvae": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "data_dir": str(resolve_data_dir(data_dir).resolve()), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "data_shape": list(run.data.shape), "data_kind": run.data.kind, "data": run.data.spec()}
     (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return lock
 
 
 def run_data_dir(path: Path, data_dir=None):
@@ -95,39 +176,57 @@ def train(cfg: Config, out: Path, data_dir=None, resume: bool = False, progress:
           evaluate_after: bool = True, proc: ProcessInfo = ProcessInfo()) -> dict:
     """Train a run (new or resumed), then reload its best weights and evaluate on the test set.
 
-    With several processes (``proc`` from :func:`parallel.init_from_env`) every process trains its
-    share of each batch and only rank 0 writes the run folder."""
+    The folder's lock is held from the first write to the last. With several processes (``proc``
+    from :func:`parallel.init_from_env`) every process trains its share of each batch and only
+    rank 0 locks and writes the run folder."""
     if proc.world > 1 and cfg.train.device.startswith("cuda"):
         cfg.train.device = f"cuda:{proc.local_rank}"
+    locks: list[RunLock] = []
+    try:
+        return _train(cfg, out, data_dir, resume, progress, evaluate_after, proc, locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _on_main(proc: ProcessInfo, action: Callable[[], None]) -> None:
+    """Run ``action`` on rank 0; its UserError (or failed write) stops every process with that line."""
     problem = None
-    if proc.is_main and not resume:
+    if proc.is_main:
         try:
-            check_new_run_dir(out)
+            action()
         except UserError as e:
             problem = str(e)
+        except OSError as e:
+            problem = f"cannot write the run folder: {e.strerror} ({e.filename})"
     problem = parallel.broadcast_object(problem)
     if problem:
         raise UserError(problem)
-    run = prepare(cfg, data_dir, out)
-    if proc.is_main and not resume:
-        try:
-            create_run_dir(run, out, data_dir)
-        except OSError as e:
-            raise UserError(f"cannot create the run folder {out} ({e.strerror})") from None
-    elif proc.is_main:
-        save_config(cfg, out / "config.yaml")     # a resumed run may have changed its budget (--set)
-    parallel.barrier()
+
+
+def _train(cfg, out, data_dir, resume, progress, evaluate_after, proc, locks) -> dict:
     from .viz import save_run_pictures
-    trainer = Trainer(cfg, run.objective, run.data, out, run.device, rank=proc.rank, world=proc.world,
-                      progress=progress, after_eval=lambda tr: picture_run(tr, out))
     if resume:
-        trainer.resume()
+        _on_main(proc, lambda: locks.append(RunLock(out)))
+    else:
+        _on_main(proc, lambda: check_new_run_dir(out))   # before the (slow) data loading
+    run = prepare(cfg, data_dir, out)
+    if resume:
+        _on_main(proc, lambda: save_config(cfg, out / "config.yaml"))   # a resumed run may change its budget (--set)
+    else:
+        _on_main(proc, lambda: locks.append(create_run_dir(run, out, data_dir)))
+    trainer = None
     try:
+        trainer = Trainer(cfg, run.objective, run.data, out, run.device, rank=proc.rank, world=proc.world,
+                          progress=progress, after_eval=lambda tr: picture_run(tr, out))
+        if resume:
+            trainer.resume()
         state = trainer.fit()
     except BaseException:
-        trainer.log.close()
-        if proc.is_main and not resume and not (out / "checkpoints").exists():
-            shutil.rmtree(out, ignore_errors=True)   # nothing worth keeping was written
+        if trainer is not None:
+            trainer.log.close()
+        if proc.is_main and not resume and (trainer is None or trainer.state.step == 0):
+            shutil.rmtree(out, ignore_errors=True)   # no training step was done: nothing worth keeping
         raise
     summary = {"steps": state.step, "steps_per_epoch": trainer.steps_per_epoch,
                "train_seconds": round(state.seconds, 1), "best_step": state.best_step,
@@ -178,14 +277,16 @@ WEIGHTS_FILE = "model.safetensors"   # a finished run's final weights (its check
 
 def load_weights(run: Run, path: Path, which: str = "best") -> str:
     """Load best.pt (or latest.pt if there is no best) into the run's modules; a run folder without
-    checkpoints (a finished, published run) loads its model.safetensors. Returns the file used."""
+    checkpoints (a finished, published run) loads its model.safetensors. Returns the file used.
+    A damaged latest.pt falls back to its previous copy; a damaged best.pt is refused (an older
+    best is not the best)."""
     ckpt = path / "checkpoints" / f"{which}.pt"
-    if which == "best" and not ckpt.exists():
+    if which == "best" and not ckpt.exists() and not ckpt.with_name("best.prev.pt").exists():
         ckpt = path / "checkpoints" / "latest.pt"
     if not (path / "checkpoints").is_dir() and (path / WEIGHTS_FILE).is_file():
         import_weights(run, path / WEIGHTS_FILE)
         return WEIGHTS_FILE
-    state = load_checkpoint(ckpt)
+    state = load_checkpoint(ckpt, fallback=ckpt.name == "latest.pt" or not ckpt.exists())
     _load_state(run, state.get("objective", {}), state.get("modules", {}), str(ckpt))
     return ckpt.name
 

@@ -18,7 +18,7 @@ import torch
 from .. import progress
 from ..config import Config, config_to_dict
 from ..data import Dataset
-from ..errors import TrainingDiverged
+from ..errors import TrainingDiverged, UserError
 from .. import parallel
 from ..distributions import WHOLE, Shard
 from ..objectives.base import Objective, StepContext
@@ -155,11 +155,14 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
     def resume(self) -> None:
-        """Continue from ``checkpoints/latest.pt`` of the run folder (from the start if the run was
-        stopped before its first checkpoint: the state built from the config is the step-0 state)."""
+        """Continue from ``checkpoints/latest.pt`` of the run folder (or its previous copy, if the
+        latest is damaged). Every run writes a step-0 checkpoint before its first step, so a run
+        folder without any is not one this loop can continue: that is refused, never restarted."""
         path = self.run_dir / "checkpoints" / "latest.pt"
-        if path.exists() or path.with_name("latest.prev.pt").exists():
-            self.restore(load_checkpoint(path))
+        if not (path.exists() or path.with_name("latest.prev.pt").exists()):
+            raise UserError(f"--resume {self.run_dir}: no checkpoint to continue from ({path} is missing); "
+                            "start the run again in a new folder")
+        self.restore(load_checkpoint(path))
         if self.rank == 0:
             for tmp in path.parent.glob(".*.tmp"):   # writes cut short by a crash
                 tmp.unlink(missing_ok=True)
@@ -240,6 +243,7 @@ class Trainer:
         self.objective.model.train()
         if s.step == 0:
             self.log.add_hparams(config_to_dict(self.cfg))
+            self.save("latest")   # the step-0 state: a run killed before its first step resumes from it
         bar = progress.bar(total=self.total_steps, initial=s.step, desc="train", unit="step",
                            disable=not self.progress or self.rank > 0)
         running: dict[str, float] = {}
