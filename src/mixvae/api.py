@@ -76,7 +76,6 @@ def build(arch: str = "vae", *, data, seed: int = 0, prior: Optional[str] = None
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, ds)
     model.config = cfg
-    model.data_spec = ds.spec()
     return model
 
 
@@ -149,7 +148,7 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
             for k, m in objective_.modules().items():
                 m.load_state_dict(best["modules"][k])
     model.eval()
-    model.config, model.data_spec = cfg, data.spec()
+    model.config = cfg
     return {"steps": state.step, "best_step": state.best_step, "best_valid_loss": state.best_loss,
             "stop_reason": state.stop_reason or "budget reached", "seconds": round(state.seconds, 1),
             "records": trainer.log.records}
@@ -203,7 +202,7 @@ def _rebuild(cfg: Config, spec: dict) -> LatentVariableModel:
     data = Dataset.from_spec(spec)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data)
-    model.config, model.data_spec = cfg, spec
+    model.config = cfg
     return model
 
 

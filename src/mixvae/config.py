@@ -101,7 +101,6 @@ class EvalConfig:
     ll_chunk: int = _range(1, None, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
     fid_samples: int = _range(0, None, default=5000)   # images for FID of prior samples (0 skips FID)
     fid_reconstructions: Optional[int] = _range(2, None, default=None)   # images for FID of reconstructions (default: fid_samples)
-    samples_grid: int = _range(1, None, default=64)
     toy_grid: int = _range(2, None, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
 
 
@@ -135,7 +134,8 @@ class Config:
 
 # Keys that earlier versions wrote into config.yaml and that no longer exist: read and ignored when
 # they hold the value that is now the behaviour, refused otherwise.
-RETIRED = {"gamix.moments_with_variance": False}
+RETIRED = {"gamix.moments_with_variance": False,
+           "eval.samples_grid": 64}            # never read: samples.png always shows 64 samples
 
 
 # ------------------------------------------------------------------------------------------------
@@ -212,12 +212,6 @@ def _config_from_dict(data: dict, where: str) -> Config:
             continue
         if not isinstance(value, dict):
             raise UserError(f"{where}: {name} = {value!r} is not valid; expected a mapping")
-        value = dict(value)
-        for dotted, keep in RETIRED.items():
-            section, key = dotted.split(".")
-            if section == name and key in value:
-                if value.pop(key) != keep:
-                    raise UserError(f"{where}: {dotted} was removed in mixvae 0.2; only {keep!r} is supported")
         out.sections[name] = _from_dict(type(cfg.sections[name]), value, name + ".", where)
     return out
 
@@ -228,6 +222,10 @@ def _from_dict(cls, data: dict, prefix: str, where: str, extra: tuple[str, ...] 
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
+        if dotted in RETIRED:
+            if value != RETIRED[dotted]:
+                raise UserError(f"{where}: {dotted} was removed in mixvae 0.2; only {RETIRED[dotted]!r} is supported")
+            continue
         if key == "elbo" and cls is Config and set(value or {}) <= {"analytic_kl"}:   # a retired section
             if (value or {}).get("analytic_kl", False):
                 raise UserError(f"{where}: elbo.analytic_kl was removed in mixvae 0.2; the ELBO uses one sample")

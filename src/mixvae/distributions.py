@@ -128,10 +128,6 @@ class DiagonalGaussian(_Plain):
     def entropy(self) -> torch.Tensor:
         return _sum_event(0.5 * (LOG_2PI + 1.0 + self.logvar), self.event_dims)
 
-    def kl_standard_normal(self) -> torch.Tensor:
-        """Closed-form KL(self || N(0, I)) = 0.5 sum(mu^2 + var - 1 - logvar), shape (...,)."""
-        return _sum_event(0.5 * (self.mu ** 2 + self.logvar.exp() - 1.0 - self.logvar), self.event_dims)
-
     def kl_to(self, other: "DiagonalGaussian") -> torch.Tensor:
         """Closed-form KL(self || other) between diagonal Gaussians, shape (...,)."""
         elem = 0.5 * (other.logvar - self.logvar
@@ -471,11 +467,6 @@ def mixture_log_prob(z: torch.Tensor, log_weights: torch.Tensor, means: torch.Te
     rows = max(1, block // max(1, means.shape[0]))
     return _MixtureLogSumExp.apply(torch.cat([z_sq, z], dim=-1), weights, const, z, means, logvars, log_weights,
                                    bound, stiff, rows, z.dtype == torch.float64).to(dtype)
-
-
-def gaussian_log_prob_naive(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
-    """Same as :func:`gaussian_log_prob_matrix` by broadcasting (N, K, D); a reference for tests."""
-    return DiagonalGaussian(means, logvars).log_prob(z.unsqueeze(-2))
 
 
 class DiagonalGaussianMixture(_Plain):

@@ -23,7 +23,6 @@ class StepContext:
 
     step: int                 # global step index, 0-based
     epoch: int                # 0-based
-    steps_per_epoch: int
     warmup: float             # KL annealing: fraction of the warm-up reached at this step, in (0, 1]
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     # Re-create a player's optimizer for new parameters (e.g. after replacing the prior).

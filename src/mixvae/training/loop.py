@@ -248,9 +248,9 @@ class Trainer:
             epoch, start = divmod(s.step, self.steps_per_epoch)
             rolled_back = False
             for x in self.data.train_batches(self.cfg.seed, epoch, t.batch_size, start, self.rank, self.world):
-                ctx = StepContext(step=s.step, epoch=epoch, steps_per_epoch=self.steps_per_epoch,
-                                  warmup=self.warmup_progress(s.step, epoch), optimizers=self.optimizers,
-                                  reset_player=self._build_player, in_warmup=self.in_warmup(s.step, epoch))
+                ctx = StepContext(step=s.step, epoch=epoch, warmup=self.warmup_progress(s.step, epoch),
+                                  optimizers=self.optimizers, reset_player=self._build_player,
+                                  in_warmup=self.in_warmup(s.step, epoch))
                 model = self.objective.model
                 model.shard = self.shard
                 try:
