@@ -32,6 +32,8 @@ def _range(lo: float | None = None, hi: float | None = None, **kw):
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class DataConfig:
+    """The ``data`` section: which data set, where, and how it is split and binarised."""
+
     name: str = "mnist"
     """mnist | fashion-mnist | binarized-mnist | frey-faces | digits | cifar10 | npz | image-folder
     | 8gaussians | 2spirals | checkerboard | rings"""
@@ -49,6 +51,8 @@ class DataConfig:
 
 @dataclass
 class PriorConfig:
+    """The ``model.prior`` section: the prior's kind, its K components and their initialisation."""
+
     kind: str = "standard"   # a registered prior: standard | mog | vampprior | vampprior-data
     components: int = _range(1, None, default=500)
     learn_weights: bool = False
@@ -60,6 +64,8 @@ class PriorConfig:
 
 @dataclass
 class ModelConfig:
+    """The ``model`` section: architecture, latent sizes, network widths, likelihood, prior."""
+
     arch: str = "vae"   # a registered architecture: vae | hvae | convhvae | mlp2d | resnet | resnetv2 | custom (your own networks, Python API)
     latent_dim: int = _range(1, None, default=40)        # top latent (the one the prior sits on)
     lower_latent_dim: int = _range(1, None, default=40)  # z1 of the two-level models
@@ -74,6 +80,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The ``train`` section: objective, budget (epochs / steps), optimiser, warm-up, stopping."""
+
     objective: str = "elbo"   # a registered objective: elbo | sintro | gamix
     epochs: int = _range(0, None, default=100)
     max_steps: Optional[int] = _range(1, None, default=None)   # stop after this many steps (overrides epochs)
@@ -97,6 +105,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """The ``eval`` section: sizes of the log-likelihood, FID and 2D-grid evaluations."""
+
     ll_samples: int = _range(1, None, default=5000)   # importance samples per image
     ll_chunk: int = _range(1, None, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
     fid_samples: int = _range(0, None, default=5000)   # images for FID of prior samples (0 skips FID)
@@ -322,6 +332,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """A copy of the config mapping ``data`` with each 'section.key=value' override set."""
     data = _deep_merge({}, data)
     for text in overrides:
         parts, value = parse_override(text)
@@ -338,6 +349,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def config_from_dict(data: dict, where: str = "config") -> Config:
+    """A checked :class:`Config` from plain data (the YAML layout); ``where`` names the source in
+    error messages (a :class:`~mixvae.errors.UserError` for every mistake)."""
     return _check(_config_from_dict(data, where), where)
 
 
