@@ -145,3 +145,14 @@ def test_blocked_mixture_log_prob_equals_logsumexp_of_components_with_gradients(
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda *t: mixture_log_prob(t[0], torch.log_softmax(t[1], 0), t[2], t[3], block=20),
                                     (z[:30].detach().requires_grad_(), logits, m, lv))
+
+
+def test_the_suite_validates_arguments_and_a_test_can_opt_out(request):
+    # conftest switches validation on: a NaN parameter fails where the distribution is built
+    nan = torch.tensor([0.0, math.nan])
+    for build in (lambda: DiagonalGaussian(nan, torch.zeros(2)), lambda: BernoulliLikelihood(nan, 1),
+                  lambda: DiagonalGaussianMixture(torch.zeros(2), nan[:, None], torch.zeros(2, 1))):
+        with pytest.raises(ValueError, match="constraint"):
+            build()
+    request.getfixturevalue("unvalidated")           # what a test that feeds NaN on purpose uses
+    assert DiagonalGaussian(nan, torch.zeros(2)).log_prob(torch.zeros(2)).isnan()
