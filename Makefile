@@ -19,7 +19,7 @@ SHARED_DATA := $(abspath ../shared/data)
 DATA_DIR ?= $(or $(MIXVAE_DATA),$(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),))
 export MIXVAE_DATA := $(DATA_DIR)
 
-.PHONY: demo test bench env clean
+.PHONY: demo test bench docs env clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: pyproject.toml
@@ -41,5 +41,9 @@ test: env
 bench: env
 	$(PY) benchmarks/run.py --json benchmarks/results.json --docs docs/performance.md
 
+# The API reference (pdoc, from the dev extra) in docs/api/; fails on any warning.
+docs: env
+	$(PY) docs/build_api.py docs/api
+
 clean:
-	rm -rf $(VENV) runs/demo-*
+	rm -rf $(VENV) runs/demo-* docs/api

@@ -40,7 +40,7 @@ def _step(cfg, data, x, in_warmup=False):
     model = build_model(cfg, data)
     obj = build_objective(cfg, model)
     opts = {k: make_optimizer(cfg.train.optimizer, v, cfg.train.lr, cfg.train.betas) for k, v in obj.players().items()}
-    return obj, opts, (lambda: obj.step(x, StepContext(1000, 10, 100, 1.0, opts, in_warmup=in_warmup)))
+    return obj, opts, (lambda: obj.step(x, StepContext(1000, 10, 1.0, opts, in_warmup=in_warmup)))
 
 
 def vae_step(prior: str, arch: str = "vae") -> Workload:

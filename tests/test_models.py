@@ -39,7 +39,7 @@ def test_every_model_with_every_prior_trains_and_evaluates(arch, prior):
     params = run.objective.players()["model"]
     before = [p.detach().clone() for p in params]
     opt = {"model": torch.optim.Adam(params, lr=1e-3)}
-    out = run.objective.step(x, StepContext(0, 0, 1, 1.0, opt))
+    out = run.objective.step(x, StepContext(0, 0, 1.0, opt))
     assert math.isfinite(out["loss"])
     moved = sum(not torch.equal(a, p.detach()) for a, p in zip(before, params))
     assert moved == len(params)

@@ -3,6 +3,7 @@ import math
 
 import torch
 
+import mixvae
 from mixvae.distributions import DiagonalGaussian
 from mixvae.nets.vamp import Encoder
 from mixvae.priors import MoGPrior, StandardNormalPrior, VampPrior, count_inactive_modes, soft_clip
@@ -87,3 +88,15 @@ def test_inactive_modes_threshold():
     w = torch.tensor([0.5, 0.45, 0.04, 0.01])   # 1/C^2 = 0.0625
     assert count_inactive_modes(w) == 2
     assert count_inactive_modes(w, usage=torch.tensor([0.7, 0.01, 0.2, 0.09])) == 3
+
+
+def test_prior_init_options_of_the_config_take_effect():
+    x = (torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    kw = dict(data=x, components=8, latent_dim=3, hidden=[8])
+    assert torch.equal(mixvae.build("vae", prior="mog", mog_init_std=0.0, **kw).prior.means, torch.zeros(8, 3))
+    wide = mixvae.build("vae", prior="mog", mog_init_std=5.0, **kw).prior.means
+    assert 3.0 < wide.std().item() < 8.0                                    # means ~ N(0, 5^2)
+    exact = mixvae.build("vae", prior="vampprior-data", pseudo_noise=0.0, **kw).prior.pseudo_inputs_raw
+    assert set(exact.unique().tolist()) <= {0.0, 1.0}                       # training images as they are
+    noisy = mixvae.build("vae", prior="vampprior-data", pseudo_noise=0.1, **kw).prior.pseudo_inputs_raw
+    assert 0.05 < (noisy - exact).std().item() < 0.2                        # the same images + N(0, 0.1^2)

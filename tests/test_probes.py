@@ -5,8 +5,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mixvae.metrics.probes import (knn_accuracy, linear_svm_accuracy, linear_svm_probe, probe_report,
-                                   sampled_latents)
+from mixvae.metrics.probes import knn_accuracy, linear_svm_probe, probe_report, sampled_latents
 from mixvae.models import VAE, LikelihoodHead
 from mixvae.priors import StandardNormalPrior
 
@@ -32,7 +31,7 @@ def test_random_labels_give_chance_accuracy():
     rng = np.random.default_rng(1)
     z_tr, z_te = rng.normal(size=(2000, 16)), rng.normal(size=(1000, 16))
     y_tr, y_te = rng.integers(0, 10, 2000), rng.integers(0, 10, 1000)
-    assert abs(linear_svm_accuracy(z_tr, y_tr, z_te, y_te) - 0.1) < 0.04
+    assert abs(linear_svm_probe(z_tr, y_tr, z_te, y_te)["accuracy"] - 0.1) < 0.04
     assert abs(knn_accuracy(z_tr, y_tr, z_te, y_te, k=5) - 0.1) < 0.04
 
 
@@ -44,7 +43,7 @@ def test_standardisation_is_fit_on_train_only():
     y_tr = np.array([0, 1] * 50)
     z_te = np.array([[9.0], [11.0]] * 20)
     y_te = np.array([0, 1] * 20)
-    assert linear_svm_accuracy(z_tr, y_tr, z_te, y_te) == 0.5
+    assert linear_svm_probe(z_tr, y_tr, z_te, y_te)["accuracy"] == 0.5
     assert knn_accuracy(z_tr, y_tr, z_te, y_te, k=5) == 0.5
     assert knn_accuracy(z_tr, y_tr, z_tr, y_tr, k=5) == 1.0
 

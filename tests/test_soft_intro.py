@@ -197,7 +197,7 @@ def test_each_step_gives_gradients_only_to_its_players(player):
     obj = SoftIntroVAE(model, SoftIntroConfig(beta_neg=1.0, prior_player=player, kl_samples=7, r_ent=1.0))
     log = []
     opts = {k: Recorder(k, model, log) for k in obj.players()}
-    obj.step(torch.randn(B, DX), StepContext(0, 0, 1, 1.0, opts))
+    obj.step(torch.randn(B, DX), StepContext(0, 0, 1.0, opts))
     enc = {"encoder.lin.weight", "encoder.lin.bias"}
     dec = {"decoder.lin.weight", "decoder.lin.bias"}
     pri = {"prior.means", "prior.logvars", "prior.logits"}
@@ -220,7 +220,7 @@ def test_clipping_a_mog_with_equal_variances_warns_that_they_stay_fixed():
     obj = SoftIntroVAE(model, SoftIntroConfig(kl_samples=3))
     opts = {k: torch.optim.SGD(v, lr=0.1) for k, v in obj.players().items()}
     with pytest.warns(UserWarning, match="variances stay fixed"):
-        obj.step(torch.randn(B, DX), StepContext(0, 0, 1, 1.0, opts))
+        obj.step(torch.randn(B, DX), StepContext(0, 0, 1.0, opts))
     torch.testing.assert_close(model.prior.effective_logvars(), torch.zeros(3, DZ))
 
 
@@ -280,7 +280,7 @@ def test_conversion_takes_the_vampprior_components():
     run = runs.prepare(cfg)
     with torch.no_grad():
         mix = run.model.prior()
-    ctx = StepContext(0, 0, 10, 0.5, {k: torch.optim.SGD(v, lr=0.0) for k, v in run.objective.players().items()},
+    ctx = StepContext(0, 0, 0.5, {k: torch.optim.SGD(v, lr=0.0) for k, v in run.objective.players().items()},
                       in_warmup=True)
     assert isinstance(run.model.prior, VampPrior)
     run.objective.step(next(run.data.train_batches(0, 0, 8)), ctx)
@@ -315,7 +315,7 @@ def test_a_fixed_prior_is_not_clipped_and_rollback_undoes_a_conversion():
     opts = {k: torch.optim.SGD(v, lr=0.0) for k, v in run.objective.players().items()}
     x = next(run.data.train_batches(0, 0, 8))
     vamp = run.model.prior
-    run.objective.step(x, StepContext(0, 0, 10, 1.0, opts))          # converts, then an adversarial step
+    run.objective.step(x, StepContext(0, 0, 1.0, opts))          # converts, then an adversarial step
     mog = run.model.prior
     assert isinstance(mog, MoGPrior) and not bool(mog.clip_on)     # fixed: the warm-up's prior, unclipped
     torch.testing.assert_close(mog.effective_logvars(), mog.logvars)

@@ -1,4 +1,4 @@
-"""The Python API: build a model, fit it on your data, measure it, save it and load it back.
+"""The Python API: build a model, fit it on your data, measure it, save it and load it back::
 
     import mixvae
     model = mixvae.build("vae", data=x_train, prior="vampprior", components=500)
@@ -47,15 +47,16 @@ def _data(data, name: str = "data") -> Dataset:
 
 
 def build(arch: str = "vae", *, data, seed: int = 0, prior: Optional[str] = None, **options) -> LatentVariableModel:
-    """A model for ``data`` (examples as a tensor / array, or a Dataset: only their shape and kind
-    are used, and the training images of a ``vampprior-data`` prior).
+    """A model for ``data`` (examples (N, *data_shape) as a tensor / array, or a Dataset: only their
+    shape and kind are used, and the training images of a ``vampprior-data`` prior).
 
     ``arch``: ``vae`` | ``hvae`` | ``convhvae`` | ``mlp2d`` | ``resnet`` | ``resnetv2``, or a preset: a
     YAML path or a name under configs/ (``"vampprior/vae_vampprior_static_mnist"``), whose model
     section is used. ``prior``: ``standard`` | ``mog`` | ``vampprior`` | ``vampprior-data``.
     ``options``: keys of the config's ``model`` section (``latent_dim``, ``hidden``, ``likelihood``,
     ...) and of ``model.prior`` (``components``, ``learn_weights``, ``pseudo_init``, ...).
-    The model carries its config as ``model.config``.
+    The model carries its config as ``model.config``; its latents have ``latent_dim`` dimensions
+    and ``model.sample(n)`` returns (n, *data_shape) in the data's range.
     """
     ds = _data(data)
     if arch.endswith((".yaml", ".yml")) or "/" in arch:
@@ -76,7 +77,6 @@ def build(arch: str = "vae", *, data, seed: int = 0, prior: Optional[str] = None
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, ds)
     model.config = cfg
-    model.data_spec = ds.spec()
     return model
 
 
@@ -102,15 +102,16 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
         progress: bool = True, **options) -> dict:
     """Train ``model`` in place with the library's training loop; returns the history.
 
-    ``train``: examples (tensor / array; a seeded 10% is held out for validation unless ``valid`` is
-    given) or an iterable of batches (then ``valid`` examples are required and ``steps_per_epoch``
+    ``train``: examples (N, *data_shape) (tensor / array; a seeded 10% is held out for validation
+    unless ``valid`` is given) or an iterable of batches (then ``valid`` examples are required and ``steps_per_epoch``
     if it has no length). ``options``: keys of the config's ``train`` section (``epochs``,
     ``batch_size``, ``lr``, ``optimizer``, ``warmup_epochs``, ``patience``, ``max_steps``, ...), or a
     whole section as a dict (``sintro={"beta_neg": 256}``). ``objective``: ``elbo`` (default) |
     ``sintro`` | ``gamix``. ``out``: a new run folder to write (checkpoints, metrics, pictures).
     At the end the model holds the weights with the best validation loss (likelihood training) or
     the last ones (adversarial training). Returns ``{"steps", "best_step", "best_valid_loss",
-    "stop_reason", "seconds", "records"}`` (records: the metrics.jsonl lines).
+    "stop_reason", "seconds", "records"}``: the validation loss is the objective's per-example loss
+    (-ELBO in nats for likelihood training); records are the metrics.jsonl lines.
     """
     from .app.runs import RunLock, check_new_run_dir, picture_run
     from .training.checkpoint import load_checkpoint
@@ -160,7 +161,7 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
             for k, m in objective_.modules().items():
                 m.load_state_dict(best["modules"][k])
     model.eval()
-    model.config, model.data_spec = cfg, data.spec()
+    model.config = cfg
     return {"steps": state.step, "best_step": state.best_step, "best_valid_loss": state.best_loss,
             "stop_reason": state.stop_reason or "budget reached", "seconds": round(state.seconds, 1),
             "records": trainer.log.records}
@@ -178,7 +179,8 @@ def _batches(model, x, batch_size: int):
 
 def log_likelihood(model: LatentVariableModel, x: Data, samples: int = 5000, batch_size: int = 500,
                    seed: int = 0, chunk: int = 4096) -> torch.Tensor:
-    """Importance-sampled log p(x) per example (nats), shape (N,), with ``samples`` draws from q(z|x)."""
+    """Importance-sampled log p(x) per example of x (N, *data_shape), in nats, shape (N,), with
+    ``samples`` draws from q(z|x) (evaluated ``chunk`` (example, sample) pairs at a time)."""
     from .metrics.likelihood import log_likelihood as ll
     from .progress import bar
     t = _examples(model, x)
@@ -189,8 +191,8 @@ def log_likelihood(model: LatentVariableModel, x: Data, samples: int = 5000, bat
 
 
 def elbo(model: LatentVariableModel, x: Data, batch_size: int = 500, seed: int = 0) -> dict:
-    """The single-sample ELBO and its parts averaged over the examples (nats):
-    ``{"elbo", "rec" (= -E log p(x|z)), "kl" (= E[log q(z|x) - log p(z)])}``."""
+    """The single-sample ELBO and its parts averaged over the examples of x (N, *data_shape), in
+    nats per example: ``{"elbo", "rec" (= -E log p(x|z)), "kl" (= E[log q(z|x) - log p(z)])}``."""
     from .metrics.likelihood import elbo_parts
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -198,13 +200,16 @@ def elbo(model: LatentVariableModel, x: Data, batch_size: int = 500, seed: int =
 
 
 def active_units(model: LatentVariableModel, x: Data, threshold: float = 0.01, batch_size: int = 500) -> dict:
-    """Active latent units (Var_x E_q[z_d] > threshold) per latent level: ``{"z": 37}`` or ``{"z2": .., "z1": ..}``."""
+    """Active latent units over the examples of x (N, *data_shape): the number of dimensions d with
+    Var_x E_q[z_d] > ``threshold`` (in squared latent units), per latent level: ``{"z": 37}`` or
+    ``{"z2": .., "z1": ..}``."""
     from .metrics.latent import active_units as au, posterior_mean_variance
     return au(posterior_mean_variance(model, _batches(model, x, batch_size)), threshold)
 
 
 def save_images(images: torch.Tensor, path: Union[str, Path], nrow: Optional[int] = None) -> Path:
-    """Write images (N, C, H, W) in [0, 1] as one PNG grid."""
+    """Write images (N, C, H, W) in [0, 1] as one PNG grid of ``nrow`` images per row (default:
+    about square); returns the path."""
     from .app.viz import save_grid
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return save_grid(images.detach().cpu(), path, nrow)
@@ -214,7 +219,7 @@ def _rebuild(cfg: Config, spec: dict) -> LatentVariableModel:
     data = Dataset.from_spec(spec)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data)
-    model.config, model.data_spec = cfg, spec
+    model.config = cfg
     return model
 
 

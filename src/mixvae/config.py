@@ -32,6 +32,8 @@ def _range(lo: float | None = None, hi: float | None = None, **kw):
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class DataConfig:
+    """The ``data`` section: which data set, where, and how it is split and binarised."""
+
     name: str = "mnist"
     """mnist | fashion-mnist | binarized-mnist | frey-faces | digits | cifar10 | npz | image-folder
     | 8gaussians | 2spirals | checkerboard | rings"""
@@ -49,6 +51,8 @@ class DataConfig:
 
 @dataclass
 class PriorConfig:
+    """The ``model.prior`` section: the prior's kind, its K components and their initialisation."""
+
     kind: str = "standard"   # a registered prior: standard | mog | vampprior | vampprior-data
     components: int = _range(1, None, default=500)
     learn_weights: bool = False
@@ -60,6 +64,8 @@ class PriorConfig:
 
 @dataclass
 class ModelConfig:
+    """The ``model`` section: architecture, latent sizes, network widths, likelihood, prior."""
+
     arch: str = "vae"   # a registered architecture: vae | hvae | convhvae | mlp2d | resnet | resnetv2 | custom (your own networks, Python API)
     latent_dim: int = _range(1, None, default=40)        # top latent (the one the prior sits on)
     lower_latent_dim: int = _range(1, None, default=40)  # z1 of the two-level models
@@ -74,6 +80,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The ``train`` section: objective, budget (epochs / steps), optimiser, warm-up, stopping."""
+
     objective: str = "elbo"   # a registered objective: elbo | sintro | gamix
     epochs: int = _range(0, None, default=100)
     max_steps: Optional[int] = _range(1, None, default=None)   # stop after this many steps (overrides epochs)
@@ -97,11 +105,12 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """The ``eval`` section: sizes of the log-likelihood, FID and 2D-grid evaluations."""
+
     ll_samples: int = _range(1, None, default=5000)   # importance samples per image
     ll_chunk: int = _range(1, None, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
     fid_samples: int = _range(0, None, default=5000)   # images for FID of prior samples (0 skips FID)
     fid_reconstructions: Optional[int] = _range(2, None, default=None)   # images for FID of reconstructions (default: fid_samples)
-    samples_grid: int = _range(1, None, default=64)
     toy_grid: int = _range(2, None, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
 
 
@@ -135,7 +144,8 @@ class Config:
 
 # Keys that earlier versions wrote into config.yaml and that no longer exist: read and ignored when
 # they hold the value that is now the behaviour, refused otherwise.
-RETIRED = {"gamix.moments_with_variance": False}
+RETIRED = {"gamix.moments_with_variance": False,
+           "eval.samples_grid": 64}            # never read: samples.png always shows 64 samples
 
 
 # ------------------------------------------------------------------------------------------------
@@ -212,12 +222,6 @@ def _config_from_dict(data: dict, where: str) -> Config:
             continue
         if not isinstance(value, dict):
             raise UserError(f"{where}: {name} = {value!r} is not valid; expected a mapping")
-        value = dict(value)
-        for dotted, keep in RETIRED.items():
-            section, key = dotted.split(".")
-            if section == name and key in value:
-                if value.pop(key) != keep:
-                    raise UserError(f"{where}: {dotted} was removed in mixvae 0.2; only {keep!r} is supported")
         out.sections[name] = _from_dict(type(cfg.sections[name]), value, name + ".", where)
     return out
 
@@ -228,6 +232,10 @@ def _from_dict(cls, data: dict, prefix: str, where: str, extra: tuple[str, ...] 
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
+        if dotted in RETIRED:
+            if value != RETIRED[dotted]:
+                raise UserError(f"{where}: {dotted} was removed in mixvae 0.2; only {RETIRED[dotted]!r} is supported")
+            continue
         if key == "elbo" and cls is Config and set(value or {}) <= {"analytic_kl"}:   # a retired section
             if (value or {}).get("analytic_kl", False):
                 raise UserError(f"{where}: elbo.analytic_kl was removed in mixvae 0.2; the ELBO uses one sample")
@@ -324,6 +332,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """A copy of the config mapping ``data`` with each 'section.key=value' override set."""
     data = _deep_merge({}, data)
     for text in overrides:
         parts, value = parse_override(text)
@@ -340,6 +349,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def config_from_dict(data: dict, where: str = "config") -> Config:
+    """A checked :class:`Config` from plain data (the YAML layout); ``where`` names the source in
+    error messages (a :class:`~mixvae.errors.UserError` for every mistake)."""
     return _check(_config_from_dict(data, where), where)
 
 

@@ -90,14 +90,17 @@ class DiagonalGaussian(_Plain):
 
     @property
     def mean(self) -> torch.Tensor:
+        """mu, (..., *event)."""
         return self.mu
 
     @property
     def variance(self) -> torch.Tensor:
+        """exp(logvar), (..., *event)."""
         return self.logvar.exp()
 
     @property
     def stddev(self) -> torch.Tensor:
+        """exp(logvar / 2), (..., *event)."""
         return (0.5 * self.logvar).exp()
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
@@ -117,6 +120,7 @@ class DiagonalGaussian(_Plain):
         return self.mu + self.stddev * eps.to(self.mu.device)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """:meth:`rsample` without gradients, shape sample_shape + mu.shape."""
         with torch.no_grad():
             return self.rsample(sample_shape)
 
@@ -126,11 +130,8 @@ class DiagonalGaussian(_Plain):
         return _sum_event(elem, self.event_dims)
 
     def entropy(self) -> torch.Tensor:
+        """Differential entropy sum_d (log(2 pi) + 1 + logvar_d) / 2 in nats, shape (...,)."""
         return _sum_event(0.5 * (LOG_2PI + 1.0 + self.logvar), self.event_dims)
-
-    def kl_standard_normal(self) -> torch.Tensor:
-        """Closed-form KL(self || N(0, I)) = 0.5 sum(mu^2 + var - 1 - logvar), shape (...,)."""
-        return _sum_event(0.5 * (self.mu ** 2 + self.logvar.exp() - 1.0 - self.logvar), self.event_dims)
 
     def kl_to(self, other: "DiagonalGaussian") -> torch.Tensor:
         """Closed-form KL(self || other) between diagonal Gaussians, shape (...,)."""
@@ -139,10 +140,12 @@ class DiagonalGaussian(_Plain):
         return _sum_event(elem, self.event_dims)
 
     def detach(self) -> "DiagonalGaussian":
+        """The same distribution with parameters cut from the autograd graph."""
         return DiagonalGaussian(self.mu.detach(), self.logvar.detach(), self.event_dims, self.shard)
 
 
 def standard_normal(dim: int, device=None, dtype=None) -> DiagonalGaussian:
+    """N(0, I) over ``dim`` dimensions: a :class:`DiagonalGaussian` with (dim,) zero parameters."""
     zeros = torch.zeros(dim, device=device, dtype=dtype)
     return DiagonalGaussian(zeros, zeros)
 
@@ -473,11 +476,6 @@ def mixture_log_prob(z: torch.Tensor, log_weights: torch.Tensor, means: torch.Te
                                    bound, stiff, rows, z.dtype == torch.float64).to(dtype)
 
 
-def gaussian_log_prob_naive(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
-    """Same as :func:`gaussian_log_prob_matrix` by broadcasting (N, K, D); a reference for tests."""
-    return DiagonalGaussian(means, logvars).log_prob(z.unsqueeze(-2))
-
-
 class DiagonalGaussianMixture(_Plain):
     """sum_k w_k N(z; m_k, diag(exp(l_k))) with log-weights (K,), means and logvars (K, D).
 
@@ -496,14 +494,17 @@ class DiagonalGaussianMixture(_Plain):
 
     @property
     def num_components(self) -> int:
+        """K, the number of components."""
         return self.means.shape[0]
 
     @property
     def weights(self) -> torch.Tensor:
+        """w_k = exp(log_weights), (K,), summing to 1."""
         return self.log_weights.exp()
 
     @property
     def mean(self) -> torch.Tensor:
+        """sum_k w_k m_k, (D,)."""
         return self.weights @ self.means
 
     def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -547,10 +548,12 @@ class DiagonalGaussianMixture(_Plain):
         return self.reparameterize(self.noise(sample_shape)).reshape(torch.Size(sample_shape) + self.event_shape)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """:meth:`rsample` without gradients, shape sample_shape + (D,)."""
         with torch.no_grad():
             return self.rsample(sample_shape)
 
     def detach(self) -> "DiagonalGaussianMixture":
+        """The same mixture with parameters cut from the autograd graph."""
         return DiagonalGaussianMixture(self.log_weights.detach(), self.means.detach(), self.logvars.detach(), self.shard)
 
 
@@ -575,6 +578,7 @@ class BernoulliLikelihood(_Plain):
 
     @property
     def mean(self) -> torch.Tensor:
+        """sigmoid(logits), the pixel probabilities, (..., *event)."""
         return torch.sigmoid(self.logits)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -583,6 +587,7 @@ class BernoulliLikelihood(_Plain):
         return -_sum_event(F.binary_cross_entropy_with_logits(self.logits, x, reduction="none"), self.event_dims)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """Binary pixels {0, 1}, shape sample_shape + logits.shape."""
         with torch.no_grad():
             p = self.mean.expand(torch.Size(sample_shape) + self.logits.shape)
             return torch.bernoulli(p)
@@ -613,9 +618,12 @@ class DiscretizedLogistic(_Plain):
 
     @property
     def mean(self) -> torch.Tensor:
+        """The (clamped) location of the logistic, (..., *event), in [0, 1]; used as the image."""
         return self.loc
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log P(x) in nats summed over the event, (...,), for x (broadcasting against (..., *event))
+        in [0, 1]; each value is rounded to its level k = round(x (L - 1))."""
         L = self.bins
         k = torch.round(x * (L - 1))
         inv_s = torch.exp(-self.log_scale)
@@ -630,6 +638,7 @@ class DiscretizedLogistic(_Plain):
         return _sum_event(elem, self.event_dims)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """Values k / (L - 1) in [0, 1], shape sample_shape + mean.shape."""
         with torch.no_grad():
             shape = torch.Size(sample_shape) + self.loc.shape
             u = torch.rand(shape, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
@@ -639,7 +648,8 @@ class DiscretizedLogistic(_Plain):
 
 
 class GaussianLikelihood(DiagonalGaussian):
-    """Gaussian pixels with mean (..., *event) and a fixed or learned log-variance (a density)."""
+    """Gaussian pixels with mean and log-variance (..., *event) over the last ``event_dims``
+    dimensions: a density (``log_prob`` in nats, (...,)), for continuous data or squared error."""
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor, event_dims: int):
         super().__init__(mean, logvar, event_dims)

@@ -15,6 +15,8 @@ from .registry import ARCHITECTURES, OBJECTIVES, PRIORS
 
 
 def build_data(cfg: Config, data_dir=None) -> Dataset:
+    """The data set of the config's ``data`` section, its files in ``data_dir`` (default:
+    $MIXVAE_DATA, else the download cache)."""
     return load_dataset(data_dir=data_dir, **asdict(cfg.data))
 
 
@@ -78,6 +80,7 @@ def build_objective(cfg: Config, model: LatentVariableModel):
 
 
 def resolve_device(name: str) -> torch.device:
+    """``train.device`` as a torch device: 'auto' is CUDA where available, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -33,12 +33,15 @@ import torch.nn as nn
 
 @dataclass(frozen=True)
 class ProcessInfo:
+    """This process's place among ``world`` processes: ``rank`` overall, ``local_rank`` on its machine."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
+        """Rank 0, the process that writes the run folder."""
         return self.rank == 0
 
 
@@ -63,6 +66,7 @@ def shutdown() -> None:
 
 
 def active() -> bool:
+    """A process group of more than one process is running."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -108,6 +112,7 @@ def any_process(flag: bool) -> bool:
 
 
 def barrier() -> None:
+    """Wait until every process gets here (a no-op when running alone)."""
     if active():
         dist.barrier()
 
@@ -149,6 +154,7 @@ class GradientAveraging:
 
     @torch.no_grad()
     def step(self, closure=None):
+        """Average the gradients over processes, then the wrapped optimizer's step (its return value)."""
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         have = torch.tensor([0.0 if p.grad is None else 1.0 for p in params],
                             device=_comm_device() if active() else "cpu")
@@ -178,6 +184,8 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input, got {x.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, ...) normalised per channel C: with the global batch's statistics when training
+        among several processes, else as BatchNorm."""
         if not (self.training and active()):
             return super().forward(x)
         dims = [0] + list(range(2, x.dim()))

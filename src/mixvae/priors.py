@@ -22,7 +22,8 @@ from .registry import DATASETS, PRIORS
 
 
 class Prior(nn.Module):
-    """Base class. Subclasses implement ``forward() -> Distribution``."""
+    """Base class of priors p(z) over ``latent_dim`` (D) dimensions. Subclasses implement
+    ``forward() -> Distribution`` over (D,); log-densities are in nats."""
 
     is_mixture = False
     is_standard_normal = False   # N(0, I): objectives with a closed form for it (GAMIX's moment match) use it
@@ -34,12 +35,15 @@ class Prior(nn.Module):
         self.latent_dim = latent_dim
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) in nats for z (..., D), shape (...,)."""
         return self().log_prob(z)
 
     def sample(self, n: int) -> torch.Tensor:
+        """n draws z ~ p(z), (n, D), without gradients."""
         return self().sample((n,))
 
     def rsample(self, n: int) -> torch.Tensor:
+        """n reparameterised draws z ~ p(z), (n, D), differentiable in the prior's parameters."""
         return self().rsample((n,))
 
     @property
@@ -50,21 +54,23 @@ class Prior(nn.Module):
 
 
 class StandardNormalPrior(Prior):
-    """p(z) = N(0, I)."""
+    """p(z) = N(0, I) over D = ``latent_dim`` dimensions; no parameters."""
 
     is_standard_normal = True
 
     def forward(self) -> DiagonalGaussian:
+        """N(0, I) with (D,) parameters, on the prior's device."""
         return standard_normal(self.latent_dim, device=self._device)
 
 
 class MixturePrior(Prior):
-    """Shared behaviour of mixtures: weights, responsibilities, inactive modes."""
+    """Shared behaviour of mixtures of K components: weights and responsibilities."""
 
     is_mixture = True
 
     @property
     def weights(self) -> torch.Tensor:
+        """The mixture weights w_k, (K,), summing to 1."""
         return self().weights
 
     def responsibilities(self, z: torch.Tensor) -> torch.Tensor:
@@ -74,6 +80,10 @@ class MixturePrior(Prior):
 
 class MoGPrior(MixturePrior):
     """p(z) = sum_k softmax(a)_k N(z; m_k, diag(exp(l_k))) with learnable m, l and optionally a.
+
+    ``components`` = K Gaussians over D = ``latent_dim`` dimensions: means m (K, D) drawn from
+    N(0, ``init_mean_std``^2), log-variances l (K, D) starting at ``init_logvar``, logits a (K,)
+    starting at 0 (uniform weights), learned only if ``learn_weights``.
 
     Optional adaptive variance clipping (Athanasiadis et al. 2025) keeps each l_kd softly inside
     the per-dimension range [lo_d, hi_d] stored by :meth:`start_variance_clipping`.
@@ -91,6 +101,7 @@ class MoGPrior(MixturePrior):
 
     @property
     def num_components(self) -> int:
+        """K, the number of components."""
         return self.means.shape[0]
 
     @classmethod
@@ -111,11 +122,13 @@ class MoGPrior(MixturePrior):
         self.clip_on.fill_(True)
 
     def effective_logvars(self) -> torch.Tensor:
+        """The log-variances in use, (K, D): l, or :func:`soft_clip` of l once clipping started."""
         if not bool(self.clip_on):
             return self.logvars
         return soft_clip(self.logvars, self.clip_lo, self.clip_hi)
 
     def forward(self) -> DiagonalGaussianMixture:
+        """The mixture: log-weights (K,), means and log-variances (K, D)."""
         return DiagonalGaussianMixture(self.logits, self.means, self.effective_logvars())
 
 
@@ -140,6 +153,10 @@ class VampPrior(MixturePrior):
     its weight matrix is exactly this parameter, with the same gradients.) Weights are uniform
     unless ``learn_weights``. The encoder is attached by the model with :meth:`attach_encoder`;
     it is not a sub-module here, so its parameters are owned (and saved) once, by the model.
+
+    ``init_images`` (K, *data_shape) (plus N(0, ``init_noise``^2)) start the pseudo-inputs at
+    training examples; otherwise their pixels are drawn from N(``init_mean``, ``init_std``^2).
+    ``data_range``: (low, high) of the data's values; ``trainable=False`` keeps them fixed.
     """
 
     encodes_inputs = True
@@ -162,6 +179,7 @@ class VampPrior(MixturePrior):
 
     @property
     def num_components(self) -> int:
+        """K, the number of pseudo-inputs."""
         return self.pseudo_inputs_raw.shape[0]
 
     def attach_encoder(self, encode: Callable[[torch.Tensor], DiagonalGaussian]) -> None:
@@ -173,6 +191,7 @@ class VampPrior(MixturePrior):
         return F.hardtanh(self.pseudo_inputs_raw, *self.data_range)
 
     def forward(self) -> DiagonalGaussianMixture:
+        """The mixture of the encoder's posteriors at the pseudo-inputs: (K, D) parameters."""
         if not self._encoder:
             raise RuntimeError("VampPrior has no encoder: call attach_encoder first")
         return self.mixture(self._encoder[0](self.pseudo_inputs()))
@@ -190,7 +209,8 @@ def pseudo_input_init(data_name: str):
 
 
 def count_inactive_modes(weights: torch.Tensor, usage: torch.Tensor | None = None) -> int:
-    """Modes with weight (or, if given, mean responsibility) below 1 / C^2."""
+    """The number of modes whose weight (or, if given, mean responsibility) is below 1 / C^2, for
+    weights and usage of shape (C,)."""
     c = weights.shape[-1]
     low = weights < 1.0 / c ** 2
     if usage is not None:

@@ -21,10 +21,6 @@ def set_enabled(on: bool) -> None:
     _enabled = bool(on)
 
 
-def enabled() -> bool:
-    return _enabled
-
-
 class _Lines:
     """A stream that passes whole lines through and drops tqdm's bare line ends and carriage returns."""
 

@@ -20,8 +20,11 @@ from .errors import UserError
 
 @dataclass
 class Entry:
+    """One registered component: its ``name``, ``build`` (the class or function that makes it) and
+    ``info`` (what it needs and offers; each registry below names the keys that are read)."""
+
     name: str
-    build: Any                         # the class or function that makes the component
+    build: Any
     info: dict = field(default_factory=dict)
 
 
@@ -40,12 +43,14 @@ class Registry:
         return deco
 
     def add(self, name: str, build, **info) -> None:
+        """Register ``build`` under ``name`` with ``info`` (a later registration of the name replaces it)."""
         self._entries[name] = Entry(name, build, info)
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 
     def names(self) -> list[str]:
+        """The registered names, in registration order."""
         return list(self._entries)
 
     def get(self, name: str, where: str = "config") -> Entry:
@@ -57,9 +62,21 @@ class Registry:
 
 
 PRIORS = Registry("prior", "model.prior.kind")
+"""Priors: ``build(options, data, latent_dim, seed) -> Prior`` with ``options`` the config's
+``model.prior`` section and ``data`` the data set the model is for; info ``mixture`` (bool),
+``encodes_inputs`` (bool, the VampPrior protocol)."""
 ARCHITECTURES = Registry("architecture", "model.arch")
+"""Architectures: ``build(model_section, data, prior, likelihood_head) -> LatentVariableModel``;
+info ``data`` ('image' (C, H, W), 'vector' (D,) or 'any') and ``levels`` (latent levels)."""
 OBJECTIVES = Registry("objective", "train.objective")
+"""Objectives: an :class:`~mixvae.objectives.Objective` class (``build.from_config(cfg, model)``);
+info e.g. ``section`` / ``config`` (its config section and dataclass), ``likelihood``,
+``single_level``, ``data``, ``adversarial``, ``metrics``."""
 DATASETS = Registry("data set", "data.name")
+"""Data sets: a loader ``build(request: LoadRequest) -> (arrays, where)``: arrays 'train', 'test'
+(optionally 'valid', '<split>_labels') of images (N, H, W[, C]), uint8 or floats in [0, 1]; ``where``
+names the files in messages. Info e.g. ``pseudo_init`` ((mean, std) of VampPrior pseudo-input
+pixels), ``validation='last'`` with ``valid_count``, ``binarize='dynamic'``."""
 
 
 def load_builtins() -> None:

@@ -21,7 +21,6 @@ import importlib.util
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -38,8 +37,6 @@ FEATURE_DIM = 2048
 _MODELS: dict[tuple[str, str], torch.jit.ScriptModule] = {}   # (path, device) -> loaded network
 # Features of reference images (a data split) are cached here, keyed by a hash of the images.
 CACHE_DIR = Path(os.environ.get("MIXVAE_CACHE", "~/.cache/mixvae")).expanduser() / "fid"
-
-Images = Union[torch.Tensor, Callable[[int], torch.Tensor]]
 
 
 def inception_weights_path() -> Path:
@@ -157,33 +154,3 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
     """FID between two feature sets (N1, D) and (N2, D)."""
     return frechet_distance(*feature_stats(f1), *feature_stats(f2))
-
-
-def _features_of(images: Images, n: int | None, extractor: InceptionFeatures, batch_size: int) -> np.ndarray:
-    if isinstance(images, torch.Tensor):
-        return extractor.features(images[:n] if n is not None else images, batch_size)
-    if n is None:
-        raise ValueError("n is required when images are given as a callable make(batch_size)")
-    parts, done = [], 0
-    while done < n:
-        batch = images(min(batch_size, n - done))[: n - done]
-        if batch.shape[0] == 0:
-            raise ValueError("make(batch_size) returned no images")
-        parts.append(extractor.features(batch, batch_size))
-        done += batch.shape[0]
-    return np.concatenate(parts)
-
-
-def fid(images_a: Images, images_b: Images, n: int | None = None, batch_size: int = 50,
-        device: str | torch.device = "cpu") -> dict:
-    """Standard-protocol FID between two image sets, each in [0, 1].
-
-    Each set is either a tensor (N, C, H, W), of which the first ``n`` images are used (all if
-    ``n`` is None), or a callable ``make(batch_size) -> (B, C, H, W)`` called until ``n`` images
-    were made (e.g. ``lambda b: data.unscale(model.sample(b))``); only features are kept.
-    Returns ``{"fid": value, "n_a": images used from a, "n_b": images used from b}``.
-    """
-    extractor = InceptionFeatures(device, batch_size)
-    fa = _features_of(images_a, n, extractor, batch_size)
-    fb = _features_of(images_b, n, extractor, batch_size)
-    return {"fid": fid_from_features(fa, fb), "n_a": int(fa.shape[0]), "n_b": int(fb.shape[0])}

@@ -57,11 +57,6 @@ def linear_svm_probe(z_train, y_train, z_test, y_test, C: float = 0.025, max_ite
     return {"accuracy": float(svm.score(b, _numpy(y_test))), "converged": bool(svm.n_iter_ < max_iter)}
 
 
-def linear_svm_accuracy(z_train, y_train, z_test, y_test, C: float = 0.025, max_iter: int = 2000) -> float:
-    """Test accuracy of a ``LinearSVC`` on standardised latents (see :func:`linear_svm_probe`)."""
-    return linear_svm_probe(z_train, y_train, z_test, y_test, C, max_iter)["accuracy"]
-
-
 def knn_accuracy(z_train, y_train, z_test, y_test, k: int = 5) -> float:
     """Test accuracy of a k-nearest-neighbour classifier (Euclidean) on standardised latents."""
     a, b = _standardised(z_train, z_test)

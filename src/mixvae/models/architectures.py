@@ -77,5 +77,7 @@ def gamix_resnetv2(m, data, prior, head) -> VAE:
 
 @ARCHITECTURES.register("custom", data="any", levels=1)
 def custom(m, data, prior, head):
+    """The architecture of a model trained from Python with your own networks: it cannot be rebuilt
+    from a config, so building it raises a UserError that says so."""
     raise UserError("model.arch = 'custom': this run was trained from Python with your own networks; build "
                     "the model again and load its weights with mixvae.load_weights(model, RUN)")

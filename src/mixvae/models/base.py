@@ -22,6 +22,11 @@ from .likelihood import LikelihoodHead
 
 
 class LatentVariableModel(nn.Module, ABC):
+    """The interface every model offers (see the module docstring): a prior over the top latent
+    (N, D), a likelihood head over data of shape ``data_shape``, and ``encode`` / ``decode`` /
+    ``log_weights`` (nats) from the subclass. Images are in the model's data range (what the
+    likelihood's mean lives in, e.g. [0, 1]); ``data_shape`` excludes the batch dimension."""
+
     # The share of a batch split over processes that this process holds: posteriors draw their noise
     # for the whole batch and keep this share (the training loop sets it; see distributions.Shard).
     shard: Shard = WHOLE
@@ -56,6 +61,7 @@ class LatentVariableModel(nn.Module, ABC):
 
     @property
     def latent_dim(self) -> int:
+        """D, the size of the top latent (the one the prior is over)."""
         return self.prior.latent_dim
 
     @abstractmethod
@@ -81,8 +87,10 @@ class LatentVariableModel(nn.Module, ABC):
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
+        """n draws z ~ p(z) decoded to the likelihood's mean, (n, *data_shape)."""
         return self.decode(self.prior.sample(n)).mean
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, *data_shape) decoded from its posterior mean: the likelihood's mean, (N, *data_shape)."""
         return self.decode(self.encode(x).mu).mean

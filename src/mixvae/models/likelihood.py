@@ -13,7 +13,9 @@ PARAMS_PER_PIXEL = {"bernoulli": 1, "logistic": 2, "gaussian": 1, "gaussian-lear
 
 
 class LikelihoodHead(nn.Module):
-    """Maps raw decoder output to a distribution over data of shape ``event_shape``.
+    """Maps raw decoder output (..., P, *event) to a distribution p(x|z) over the last
+    ``event_dims`` dimensions (the data shape); ``log_prob`` is in nats, (...,). P raw parameters
+    per pixel (``params_per_pixel``):
 
     - ``bernoulli``: raw = logits (binary data).
     - ``logistic``: discretised logistic over ``bins`` levels (256 for 8-bit data);
@@ -32,6 +34,7 @@ class LikelihoodHead(nn.Module):
 
     @property
     def params_per_pixel(self) -> int:
+        """P, the raw decoder outputs per pixel this likelihood needs (1 or 2)."""
         return PARAMS_PER_PIXEL[self.kind]
 
     @property
@@ -40,6 +43,7 @@ class LikelihoodHead(nn.Module):
         return self.kind in ("bernoulli", "logistic")
 
     def forward(self, raw: torch.Tensor) -> Distribution:
+        """The distribution for raw parameters (..., P, *event): batch shape (...)."""
         p = raw.dim() - self.event_dims - 1   # index of the parameter axis
         if self.kind == "bernoulli":
             return BernoulliLikelihood(raw.select(p, 0), self.event_dims)

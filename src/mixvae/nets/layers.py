@@ -54,4 +54,5 @@ class GaussianHead(nn.Module):
 
 
 def flat_size(shape: tuple[int, ...]) -> int:
+    """The number of values in one example of ``shape`` (the product of its sizes)."""
     return int(math.prod(shape))

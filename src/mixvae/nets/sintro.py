@@ -75,7 +75,6 @@ class ResNetEncoder(nn.Module):
         down = 2 ** len(channels)
         if h % down or w % down:
             raise ValueError(f"image size {h}x{w} is not divisible by {down} (one halving per width in {channels})")
-        self.feature_shape = (prev, h // down, w // down)
         self.head = GaussianHead(prev * (h // down) * (w // down), latent_dim, logvar_range=(-20.0, 10.0))
 
     def forward(self, x):

@@ -19,11 +19,13 @@ from ..models import LatentVariableModel
 
 @dataclass
 class StepContext:
-    """What the loop tells an objective about the current step."""
+    """What the loop tells an objective about the current step: ``step`` (global, 0-based),
+    ``epoch`` (0-based), ``warmup`` (the fraction of the KL warm-up reached, in (0, 1]), the
+    players' ``optimizers`` by name, ``reset_player(name)`` (re-create a player's optimizer for
+    new parameters) and ``in_warmup`` (this step lies in the warm-up phase)."""
 
     step: int                 # global step index, 0-based
     epoch: int                # 0-based
-    steps_per_epoch: int
     warmup: float             # KL annealing: fraction of the warm-up reached at this step, in (0, 1]
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     # Re-create a player's optimizer for new parameters (e.g. after replacing the prior).
@@ -32,7 +34,10 @@ class StepContext:
 
 
 class Objective(ABC):
-    """Base class. ``model`` is any :class:`LatentVariableModel` (plus extra networks if needed)."""
+    """Base class of what the training loop optimises. ``model`` is any :class:`LatentVariableModel`
+    (plus extra networks if needed). A registered objective (:data:`mixvae.registry.OBJECTIVES`)
+    also offers ``from_config(cfg, model)``, the factory's way to build it. Losses are in nats per
+    example (or the method's own units), returned as plain floats by :meth:`step`."""
 
     # Evaluate the checkpoint with the best validation loss (likelihood training) or the last one
     # (adversarial training, where the validation loss does not measure what is being optimised).
@@ -68,6 +73,7 @@ class Objective(ABC):
         return {}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (default: nothing to restore)."""
         pass
 
 

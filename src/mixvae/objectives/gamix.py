@@ -118,6 +118,8 @@ class Gamix(Objective):
 
     @classmethod
     def from_config(cls, cfg, model) -> "Gamix":
+        """The objective for ``model`` with the config's ``gamix`` section (and, in mode gamix, a
+        PatchGAN discriminator for the model's data shape)."""
         g = cfg.gamix
         disc = PatchGAN(model.data_shape, g.disc_width, g.disc_dropout, bn_mode=cfg.model.bn_mode) \
             if g.mode == "gamix" else None

@@ -116,6 +116,7 @@ class SoftIntroVAE(Objective):
 
     @classmethod
     def from_config(cls, cfg, model) -> "SoftIntroVAE":
+        """The objective for ``model`` with the config's ``sintro`` section."""
         return cls(model, cfg.sintro)
 
     select_best = False
@@ -129,6 +130,7 @@ class SoftIntroVAE(Objective):
 
     # players ----------------------------------------------------------------------------
     def prior_parameters(self) -> list:
+        """The prior's trainable parameters (empty for N(0, I) and a frozen prior)."""
         p = self.model.prior
         return trainable(p.parameters())
 

@@ -29,6 +29,10 @@ from .optim import make_optimizer
 
 @dataclass
 class LoopState:
+    """Where training stands (saved in every checkpoint): steps done, the best validation loss
+    (the objective's per-example loss) and its step, early-stopping count, why it stopped,
+    rollbacks after a non-finite loss, and the training time in seconds."""
+
     step: int = 0                  # steps completed
     best_loss: float = math.inf    # best validation loss so far
     best_step: int = -1
@@ -39,6 +43,11 @@ class LoopState:
 
 
 class Trainer:
+    """Drives ``objective`` on ``data`` for the budget of ``cfg.train`` (see the module docstring).
+    ``run_dir``: the folder for metrics.jsonl and checkpoints (None: nothing is written); ``rank``
+    / ``world``: this process among the processes sharing each batch; ``after_eval(trainer)``: a
+    hook after every validation."""
+
     def __init__(self, cfg: Config, objective: Objective, data: Dataset, run_dir: Optional[Path],
                  device: torch.device = torch.device("cpu"), rank: int = 0, world: int = 1,
                  after_eval: Optional[Callable[["Trainer"], None]] = None, progress: bool = True):
@@ -109,6 +118,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict:
+        """Everything resuming needs: module weights, objective, optimizer and scheduler states,
+        the loop state and the random number generators' states."""
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -239,6 +250,8 @@ class Trainer:
                         "lr_factor": 0.1 ** rollbacks})
 
     def fit(self) -> LoopState:
+        """Train until the budget is spent or early stopping ends it (continuing from
+        ``self.state``, e.g. after :meth:`resume`); returns the final loop state."""
         t, s = self.cfg.train, self.state
         self.objective.model.train()
         if s.step == 0:
@@ -252,9 +265,9 @@ class Trainer:
             epoch, start = divmod(s.step, self.steps_per_epoch)
             rolled_back = False
             for x in self.data.train_batches(self.cfg.seed, epoch, t.batch_size, start, self.rank, self.world):
-                ctx = StepContext(step=s.step, epoch=epoch, steps_per_epoch=self.steps_per_epoch,
-                                  warmup=self.warmup_progress(s.step, epoch), optimizers=self.optimizers,
-                                  reset_player=self._build_player, in_warmup=self.in_warmup(s.step, epoch))
+                ctx = StepContext(step=s.step, epoch=epoch, warmup=self.warmup_progress(s.step, epoch),
+                                  optimizers=self.optimizers, reset_player=self._build_player,
+                                  in_warmup=self.in_warmup(s.step, epoch))
                 model = self.objective.model
                 model.shard = self.shard
                 try:

@@ -10,6 +10,7 @@ class AdamNormGrad(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """Divide each gradient by its L2 norm (+1e-7), then take Adam's step."""
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:

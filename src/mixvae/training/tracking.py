@@ -42,6 +42,8 @@ class MetricsLog:
         return self._writer
 
     def write(self, record: dict) -> None:
+        """Append ``record`` (keep it in ``records``, a line of metrics.jsonl, and its finite numbers
+        as TensorBoard scalars ``<split>/<key>`` at ``record["step"]``)."""
         self.records.append(record)
         if self.path is None:
             return
@@ -84,10 +86,12 @@ class MetricsLog:
         self.path.write_text("".join(line + "\n" for line in keep))
 
     def flush(self) -> None:
+        """Push pending TensorBoard events to disk (metrics.jsonl is written line by line)."""
         if self._writer is not None:
             self._writer.flush()
 
     def close(self) -> None:
+        """Close the TensorBoard writer (reopened if something is written later)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
