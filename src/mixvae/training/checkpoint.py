@@ -8,13 +8,16 @@ which restores tensors and plain containers only and never runs code from the fi
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
+from ..safeio import open_regular
 
 
 def _prev(path: Path) -> Path:
@@ -48,8 +51,35 @@ def weights_only(state: dict) -> dict:
     return {k: v for k, v in state.items() if k in ("format", "modules", "objective", "loop")}
 
 
+def _refusal(message: str) -> str | None:
+    """What torch's weights-only unpickler refused, without its generic advice: the global it
+    names (e.g. 'GLOBAL posix.system'), or the opcode it could not read; None if ``message`` is not
+    a refusal of the weights-only unpickler."""
+    if "Weights only load failed" not in message and "WeightsUnpickler" not in message:
+        return None
+    found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", message)
+    if found:
+        return (f"it holds objects other than tensors and plain containers (GLOBAL {found.group(1)}); "
+                "refused without running any of it")
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
+    return f"not a torch checkpoint ({found.group(1).strip().rstrip('.') if found else 'its pickle cannot be read safely'})"
+
+
 def _load(path: Path) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        f = open_regular(path)          # never a device or FIFO: they would hang or never end
+    except UserError as e:
+        raise ValueError(getattr(e, "reason", str(e))) from None
+    with f:
+        try:
+            with warnings.catch_warnings():       # torch warns about pickle protocols: not the user's business
+                warnings.simplefilter("ignore")
+                state = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:
+            refused = _refusal(str(e))
+            if refused is not None:
+                raise ValueError(refused) from None
+            raise
     if not isinstance(state, dict):
         raise ValueError("not a mixvae checkpoint (expected a dictionary)")
     return state
