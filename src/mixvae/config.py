@@ -356,8 +356,9 @@ def _check_nodes(node, where: str) -> None:
 def parse_yaml(text: str, where: str):
     """A YAML document with the checks of :class:`_Loader` and :func:`_check_nodes`; a YAML error
     becomes one line naming ``where`` and the position."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)     # reading the text may fail already (e.g. control characters)
         node = loader.get_single_node()
         if node is None:
             return None
@@ -371,7 +372,8 @@ def parse_yaml(text: str, where: str):
     except RecursionError:
         raise UserError(f"{where}: the YAML document nests too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:

@@ -79,6 +79,8 @@ def _load(path: Path) -> dict:
             refused = _refusal(str(e))
             if refused is not None:
                 raise ValueError(refused) from None
+            if not str(e).strip():      # e.g. an empty file: torch's error has no message
+                raise ValueError(f"unreadable ({type(e).__name__}: the file is empty or truncated)") from None
             raise
     if not isinstance(state, dict):
         raise ValueError("not a mixvae checkpoint (expected a dictionary)")
