@@ -270,6 +270,13 @@ def test_truncated_npz_and_plain_npy(tmp_path, cut):
     refused("not a readable .npz", name="npz", path=str(tmp_path / "x.npy"))
 
 
+def test_resizing_beyond_the_memory_limit_is_refused_before_allocating(tmp_path, monkeypatch):
+    p = fakedata.write_npz(tmp_path / "d.npz", train=np.zeros((20, 6, 6), np.uint8), test=np.zeros((5, 6, 6), np.uint8))
+    monkeypatch.setattr(safeio, "MAX_TOTAL_BYTES", 100_000)
+    refused("data.image_size = 64", name="npz", path=str(p), image_size=64)
+    assert load_dataset("npz", path=str(p), image_size=8).shape == (1, 8, 8)
+
+
 def test_frey_faces_of_objects_or_out_of_range(tmp_path):
     folder = tmp_path / "frey-faces"
     folder.mkdir()
@@ -363,7 +370,8 @@ def test_damaged_run_json_and_metrics(tiny_runs, tmp_path, capsys):
     code, err = cli(["eval", run], capsys)
     assert one_line_error(code, err) and "run.json" in err
     (run / "run.json").write_text("{}")
-    (run / "metrics.jsonl").write_bytes(os.urandom(100).replace(b"\n", b"") + b"\n[1, 2]\n")
+    (run / "metrics.jsonl").write_bytes(os.urandom(100).replace(b"\n", b"") + b"\n[1, 2]\n"
+                                        b'{"split": "valid", "step": 1, "loss": "x", "epoch": "q"}\n')
     code, err = cli(["train", "--resume", run, "--quiet", "--no-eval", "--set", "train.max_steps=4"], capsys)
     lines = err.strip().splitlines()
     assert code == 0 and len(lines) == 1 and lines[0].startswith("mixvae: warning:") and "damaged line" in err, err
@@ -382,6 +390,9 @@ def test_damaged_run_json_and_metrics(tiny_runs, tmp_path, capsys):
     ("seed=100000000000000000000000", "seed"),
     ("sintro.prior_lr=0", "sintro.prior_lr"),
     ("gamix.disc_lr=0", "gamix.disc_lr"),
+    ("data.image_size=100000", "data.image_size"),
+    ("eval.ll_chunk=100000000", "eval.ll_chunk"),
+    ("eval.toy_grid=100000", "eval.toy_grid"),
 ])
 def test_nonsense_values_are_refused(tmp_path, capsys, override, fragment):
     (tmp_path / "c.yaml").write_text(TINY_RUN)

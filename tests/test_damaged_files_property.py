@@ -162,7 +162,7 @@ def _make_run_files(root: Path) -> dict:
         code, _, err = run_main(["export", src, "--out", root / name / "model.safetensors"])
         assert code == 0, err
     shutil.rmtree(root / "published" / "checkpoints")
-    wrong = {"config.yaml": b"- 1\n- 2\n", "metrics.jsonl": b'[1, 2]\n"x"\n{"step": "no"}\n',
+    wrong = {"config.yaml": b"- 1\n- 2\n", "metrics.jsonl": b'[1, 2]\n"x"\n{"step": "no"}\n{"split": "valid", "step": 1, "loss": "x"}\n',
              "run.json": b'{"data_dir": 5}', "model.safetensors": (root / "other" / "model.safetensors").read_bytes(),
              "latest.pt": (root / "other" / "checkpoints" / "latest.pt").read_bytes(),
              "best.pt": (root / "other" / "checkpoints" / "best.pt").read_bytes()}

@@ -49,7 +49,7 @@ class DataConfig:
     | 8gaussians | 2spirals | checkerboard | rings"""
     path: Optional[str] = None               # file (npz) or folder (image-folder); else found in the data dir
     binarize: Literal["auto", "dynamic", "none"] = "auto"   # auto: dynamic for MNIST, none otherwise
-    image_size: Optional[int] = _range(4, None, default=None)   # resize square images (image-folder, cifar10)
+    image_size: Optional[int] = _range(4, 8192, default=None)   # resize square images (image-folder, cifar10)
     channels: Optional[Literal[1, 3]] = None  # force gray (1) or RGB (3) for image folders
     scale: Literal["unit", "symmetric"] = "unit"   # pixel values in [0, 1] or [-1, 1]
     valid_size: float = _range(0.0, None, default=0.1)  # held-out part of train when a set has no validation split (fraction < 1, or a count)
@@ -110,11 +110,11 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     ll_samples: int = _range(1, None, default=5000)   # importance samples per image
-    ll_chunk: int = _range(1, None, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
+    ll_chunk: int = _range(1, 1 << 16, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
     fid_samples: int = _range(0, None, default=5000)   # images for FID of prior samples (0 skips FID)
     fid_reconstructions: Optional[int] = _range(2, None, default=None)   # images for FID of reconstructions (default: fid_samples)
-    samples_grid: int = _range(1, None, default=64)
-    toy_grid: int = _range(2, None, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
+    samples_grid: int = _range(1, 10_000, default=64)
+    toy_grid: int = _range(2, 8192, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
 
 
 def _default_sections() -> dict:

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from .. import safeio
 from ..errors import UserError
 from ..registry import DATASETS
 from . import files, toy2d
@@ -412,6 +413,11 @@ def load_dataset(name: str, *, path: Optional[str] = None, data_dir=None, binari
         (tv, tl), (vv, vl) = _split_off(train.values, train.labels, k, None if held_out_last else split_seed)
         train, valid = Split(tv, train.max_value, tl), Split(vv, train.max_value, vl)
     if image_size is not None and train.values.dim() == 4 and train.values.shape[-1] != image_size:
+        n, c = len(train) + len(valid) + len(test), train.values.shape[1]
+        if n * c * image_size ** 2 * 4 > safeio.MAX_TOTAL_BYTES:     # resized as float32
+            raise UserError(f"{where}: data.image_size = {image_size} would make {n} images of {c} x {image_size} x "
+                            f"{image_size} take {n * c * image_size ** 2 * 4 / 2 ** 30:.1f} GiB, more than the limit "
+                            f"of {safeio.MAX_TOTAL_BYTES / 2 ** 30:.0f} GiB (mixvae.safeio.MAX_TOTAL_BYTES)")
         train, valid, test = (_resize(s, image_size) for s in (train, valid, test))
     kind, levels = _kind(train)
     dynamic = binarize == "dynamic" or (binarize == "auto" and entry.info.get("binarize") == "dynamic")
