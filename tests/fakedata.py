@@ -16,6 +16,7 @@ import io
 import pickle
 import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +284,36 @@ class FakeData:
             folder.mkdir(parents=True)
             self._done[name] = (folder, self.WRITERS[name](folder))
         return self._done[name]
+
+
+# ------------------------------------------------------------------------------ hostile files
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` RGB pixels, with almost no pixel data (a
+    decoder that trusted it would allocate width x height x 3 bytes)."""
+    import struct
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def png16(values: np.ndarray) -> bytes:
+    """A 16-bit gray PNG of (H, W) uint16 ``values``."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(values.astype(np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tar_member_claiming(path: Path, name: str, size: int, mode: str = "w:gz") -> Path:
+    """A tar archive with one member whose header declares ``size`` bytes, followed by only 512
+    bytes of data (what a reader that trusted the header would try to hold in memory)."""
+    header = tarfile.TarInfo(name)
+    header.size, header.mtime = size, 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if mode == "w:gz" else open
+    with opener(path, "wb") as f:
+        f.write(header.tobuf(format=tarfile.GNU_FORMAT) + bytes(512))
+    return path

@@ -88,3 +88,22 @@ def test_distributed_evaluation_gathers_every_test_image(tmp_path):
     # the same model; the two estimates differ only by their importance-sampling noise
     assert abs(one["test_ll"] - two["test_ll"]) < 4 * (one["test_ll_sem"] + two["test_ll_sem"]) / 10 + 0.5
     assert one["active_units"] == two["active_units"]
+
+
+@pytest.mark.parametrize("bad", [["train.lr=0"],                                   # refused before the processes meet
+                                 ["data.name=npz", "data.path=/dev/zero"]])       # refused after they joined the group
+def test_bad_input_under_torchrun_is_one_line(tmp_path, bad):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src"), "MIXVAE_OFFLINE": "1"}
+    args = ["--standalone", "--nproc_per_node=2", "-m", "mixvae", "train", str(ROOT / "configs/vampprior/_base.yaml"),
+            "--out", str(tmp_path / "run"), "--quiet"] + [a for o in bad for a in ("--set", o)]
+    ours = subprocess.run([sys.executable, "-m", "mixvae.app.torchrun"] + args, capture_output=True, text=True,
+                          env=env, timeout=300)
+    lines = [line for line in ours.stderr.splitlines() if line.strip()]
+    assert ours.returncode == 2 and len(lines) == 1 and lines[0].startswith("mixvae: error:"), ours.stderr
+    assert not (tmp_path / "run").exists()
+    # torchrun itself: our line once, then its own report, and its exit code 1 whatever the workers' codes
+    plain = subprocess.run([sys.executable, "-m", "torch.distributed.run"] + args, capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert plain.returncode == 1
+    assert [line for line in plain.stderr.splitlines() if line.startswith("mixvae: ")] == lines
+    assert "exitcode  : 2" in plain.stderr

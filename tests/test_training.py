@@ -55,7 +55,8 @@ def test_kl_warmup_and_logging(tmp_path):
 
 
 def test_early_stopping_counts_after_warmup(tmp_path):
-    cfg = tiny(epochs=50, warmup_epochs=2, patience=2, lr=0.0)   # lr 0: validation never improves
+    cfg = tiny(epochs=50, warmup_epochs=2, patience=2)
+    cfg.train.lr = 0.0     # frozen weights: validation never improves (a config refuses lr 0; the loop takes it)
     run = runs.prepare(cfg, run_dir=tmp_path)
     state = Trainer(cfg, run.objective, run.data, tmp_path, progress=False).fit()
     assert state.stop_reason.startswith("early stopping")

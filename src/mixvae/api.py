@@ -243,6 +243,9 @@ def _weights_file(path: Path) -> tuple[dict, dict]:
             meta = f.metadata() or {}
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path}: not a safetensors file of mixvae weights ({e})") from None
+    from .training.statecheck import weights_digest
+    if "sha256" in meta and weights_digest(tensors, meta) != meta["sha256"]:
+        raise UserError(f"{path}: damaged (its content does not match the checksum it was written with)")
     modules: dict[str, dict] = {}
     for key, t in tensors.items():
         name, _, k = key.partition("/")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,12 +22,23 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from . import safeio
 from .errors import UserError
 
 
-def _range(lo: float | None = None, hi: float | None = None, **kw):
-    """A field with an allowed closed range [lo, hi]; either bound may be omitted."""
-    return field(metadata={"min": lo, "max": hi}, **kw)
+def _range(lo: float | None = None, hi: float | None = None, *, above: float | None = None, **kw):
+    """A field with an allowed range [lo, hi] (either bound may be omitted), or (above, hi] with
+    ``above`` for a lower bound the value must exceed (a learning rate > 0)."""
+    return field(metadata={"min": lo, "max": hi, "above": above}, **kw)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 80, 80, 8, 6, 3
+
+
+def short(value) -> str:
+    """repr of a value, bounded (a config value may be a huge list or string): for messages."""
+    return _SHORT.repr(value)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -39,7 +51,7 @@ class DataConfig:
     | 8gaussians | 2spirals | checkerboard | rings"""
     path: Optional[str] = None               # file (npz) or folder (image-folder); else found in the data dir
     binarize: Literal["auto", "dynamic", "none"] = "auto"   # auto: dynamic for MNIST, none otherwise
-    image_size: Optional[int] = _range(4, None, default=None)   # resize square images (image-folder, cifar10)
+    image_size: Optional[int] = _range(4, 8192, default=None)   # resize square images (image-folder, cifar10)
     channels: Optional[Literal[1, 3]] = None  # force gray (1) or RGB (3) for image folders
     scale: Literal["unit", "symmetric"] = "unit"   # pixel values in [0, 1] or [-1, 1]
     valid_size: float = _range(0.0, None, default=0.1)  # held-out part of train when a set has no validation split (fraction < 1, or a count)
@@ -86,19 +98,19 @@ class TrainConfig:
     epochs: int = _range(0, None, default=100)
     max_steps: Optional[int] = _range(1, None, default=None)   # stop after this many steps (overrides epochs)
     batch_size: int = _range(1, None, default=100)
-    lr: float = _range(0.0, None, default=5e-4)
+    lr: float = _range(above=0.0, default=5e-4)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     optimizer: Literal["adam", "adam-normgrad"] = "adam"
     warmup_epochs: float = _range(0.0, None, default=0.0)   # KL warm-up (ELBO) / VAE phase (sintro), epochs
     warmup_steps: Optional[int] = _range(0, None, default=None)  # same in steps; wins over warmup_epochs
     patience: Optional[int] = _range(1, None, default=None)  # early stopping, in evaluations after warm-up
     lr_milestones: list[int] = field(default_factory=list)   # steps at which lr *= lr_gamma
-    lr_gamma: float = _range(0.0, 1.0, default=0.1)
+    lr_gamma: float = _range(None, 1.0, above=0.0, default=0.1)
     eval_every: int = _range(1, None, default=1)     # validate every N epochs
     log_every: int = _range(1, None, default=50)     # write metrics every N steps
     checkpoint_every: int = _range(1, None, default=1000)  # save 'latest' every N steps (and each epoch)
     nan_policy: Literal["stop", "rollback"] = "stop"
-    threads: Optional[int] = _range(1, None, default=None)
+    threads: Optional[int] = _range(1, 1024, default=None)
     device: str = "cpu"                               # cpu | cuda | cuda:N | auto
     deterministic: bool = False                       # torch.use_deterministic_algorithms
 
@@ -108,10 +120,10 @@ class EvalConfig:
     """The ``eval`` section: sizes of the log-likelihood, FID and 2D-grid evaluations."""
 
     ll_samples: int = _range(1, None, default=5000)   # importance samples per image
-    ll_chunk: int = _range(1, None, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
+    ll_chunk: int = _range(1, 1 << 16, default=4096)  # (image, sample) pairs evaluated at once: bounds memory, fits caches
     fid_samples: int = _range(0, None, default=5000)   # images for FID of prior samples (0 skips FID)
     fid_reconstructions: Optional[int] = _range(2, None, default=None)   # images for FID of reconstructions (default: fid_samples)
-    toy_grid: int = _range(2, None, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
+    toy_grid: int = _range(2, 8192, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
 
 
 def _default_sections() -> dict:
@@ -128,7 +140,7 @@ class Config:
     objective that has options, each a dataclass kept beside its objective's code) are in
     ``sections`` and read as attributes: ``cfg.sintro.beta_neg``."""
 
-    seed: int = 0
+    seed: int = _range(-2 ** 63, 2 ** 63 - 1, default=0)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -165,7 +177,7 @@ def _type_name(tp) -> str:
 
 def _convert(value: Any, tp, key: str, where: str):
     def bad():
-        return UserError(f"{where}: {key} = {value!r} is not valid; expected {_type_name(tp)}")
+        return UserError(f"{where}: {key} = {short(value)} is not valid; expected {_type_name(tp)}")
 
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -221,7 +233,7 @@ def _config_from_dict(data: dict, where: str) -> Config:
         if name not in cfg.sections:
             continue
         if not isinstance(value, dict):
-            raise UserError(f"{where}: {name} = {value!r} is not valid; expected a mapping")
+            raise UserError(f"{where}: {name} = {short(value)} is not valid; expected a mapping")
         out.sections[name] = _from_dict(type(cfg.sections[name]), value, name + ".", where)
     return out
 
@@ -243,10 +255,15 @@ def _from_dict(cls, data: dict, prefix: str, where: str, extra: tuple[str, ...] 
         if key not in names:
             raise UserError(f"{where}: unknown key '{dotted}'; expected one of: {', '.join(list(names) + list(extra))}")
         kwargs[key] = _convert(value, hints[key], dotted, where)
-        lo, hi = names[key].metadata.get("min"), names[key].metadata.get("max")
-        if kwargs[key] is not None and ((lo is not None and kwargs[key] < lo) or (hi is not None and kwargs[key] > hi)):
-            bounds = f">= {lo}" if hi is None else (f"<= {hi}" if lo is None else f"in [{lo}, {hi}]")
-            raise UserError(f"{where}: {dotted} = {value!r} is out of range; expected a value {bounds}")
+        meta = names[key].metadata
+        lo, hi, above = meta.get("min"), meta.get("max"), meta.get("above")
+        v = kwargs[key]
+        if v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi)
+                              or (above is not None and v <= above)):
+            low = f"> {above}" if above is not None else (f">= {lo}" if lo is not None else None)
+            bounds = (low if hi is None else f"<= {hi}" if low is None
+                      else f"in ({above}, {hi}]" if above is not None else f"in [{lo}, {hi}]")
+            raise UserError(f"{where}: {dotted} = {short(value)} is out of range; expected a value {bounds}")
     return cls(**kwargs)
 
 
@@ -254,17 +271,20 @@ def _check(cfg: Config, where: str) -> Config:
     """Combinations that are each valid alone but not together."""
     t, m = cfg.train, cfg.model
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
-        raise UserError(f"{where}: train.betas = {t.betas} is not valid; expected two numbers in [0, 1)")
+        raise UserError(f"{where}: train.betas = {short(t.betas)} is not valid; expected two numbers in [0, 1)")
     if m.prior.pseudo_init is not None and (len(m.prior.pseudo_init) != 2 or m.prior.pseudo_init[1] < 0):
-        raise UserError(f"{where}: model.prior.pseudo_init = {m.prior.pseudo_init} is not valid; expected [mean, std] with std >= 0")
+        raise UserError(f"{where}: model.prior.pseudo_init = {short(m.prior.pseudo_init)} is not valid; expected [mean, std] with std >= 0")
     if not m.hidden or min(m.hidden) < 1:
-        raise UserError(f"{where}: model.hidden = {m.hidden} is not valid; expected a non-empty list of positive widths")
+        raise UserError(f"{where}: model.hidden = {short(m.hidden)} is not valid; expected a non-empty list of positive widths")
     if not m.channels or min(m.channels) < 1:
-        raise UserError(f"{where}: model.channels = {m.channels} is not valid; expected a non-empty list of positive widths")
+        raise UserError(f"{where}: model.channels = {short(m.channels)} is not valid; expected a non-empty list of positive widths")
+    if cfg.data.valid_size >= 1 and cfg.data.valid_size != int(cfg.data.valid_size):
+        raise UserError(f"{where}: data.valid_size = {cfg.data.valid_size} is not valid; expected a fraction < 1 or a "
+                        "whole number of examples")
     if t.epochs == 0 and t.max_steps is None:
         raise UserError(f"{where}: train.epochs = 0 and no train.max_steps; expected a positive budget")
     if any(s < 0 for s in t.lr_milestones):
-        raise UserError(f"{where}: train.lr_milestones = {t.lr_milestones} is not valid; expected step numbers >= 0")
+        raise UserError(f"{where}: train.lr_milestones = {short(t.lr_milestones)} is not valid; expected step numbers >= 0")
     if cfg.eval.fid_samples == 1:
         raise UserError(f"{where}: eval.fid_samples = 1 is not valid; expected 0 (skip FID) or at least 2 images")
     from .registry import ARCHITECTURES, OBJECTIVES, PRIORS, load_builtins
@@ -289,18 +309,85 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
+MAX_YAML_NODES = 100_000   # values in one YAML document after expanding its aliases (a config has ~100)
+MAX_YAML_DEPTH = 64
+MAX_BASE_CHAIN = 32        # nested ``base:`` files
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML would silently keep the
+    last one, so a config could say two things and mean one)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {short(key)} is given twice (first at line {seen[key] + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _check_nodes(node, where: str) -> None:
+    """Refuse a document that would expand to more than MAX_YAML_NODES values through its aliases
+    (a 'billion laughs' file), nests deeper than MAX_YAML_DEPTH, or contains itself."""
+    sizes: dict[int, int] = {}
+    stack = [(node, 0, False)]
+    active: set[int] = set()
+    while stack:
+        n, depth, done = stack.pop()
+        children = ([c for kv in n.value for c in kv] if isinstance(n, yaml.MappingNode)
+                    else list(n.value) if isinstance(n, yaml.SequenceNode) else [])
+        if done:
+            active.discard(id(n))
+            sizes[id(n)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(n)] > MAX_YAML_NODES:
+                raise UserError(f"{where}: the YAML document expands to more than {MAX_YAML_NODES} values through "
+                                "its aliases (&anchor / *alias); refusing to read it")
+            continue
+        if id(n) in sizes:
+            continue
+        if id(n) in active:
+            raise UserError(f"{where}: the YAML document contains itself (an alias inside its own anchor)")
+        if depth > MAX_YAML_DEPTH:
+            raise UserError(f"{where}: the YAML document nests deeper than {MAX_YAML_DEPTH} levels")
+        active.add(id(n))
+        stack.append((n, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+
+
+def parse_yaml(text: str, where: str):
+    """A YAML document with the checks of :class:`_Loader` and :func:`_check_nodes`; a YAML error
+    becomes one line naming ``where`` and the position."""
+    loader = None
     try:
-        data = yaml.safe_load(path.read_text())
+        loader = _Loader(text)     # reading the text may fail already (e.g. control characters)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, where)
+        return loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}: malformed YAML{at}: {problem}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text (UTF-8) YAML file") from None
+        raise UserError(f"{where}: malformed YAML{at}: {problem}") from None
+    except RecursionError:
+        raise UserError(f"{where}: the YAML document nests too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if not path.exists():
+        raise UserError(f"config file {path} does not exist")
+    data = parse_yaml(safeio.read_text(path, "config file ", safeio.MAX_CONFIG_BYTES), str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -308,10 +395,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if "base" in data:
         base = data.pop("base")
         if not isinstance(base, str):
-            raise UserError(f"{path}: base = {base!r} is not valid; expected a path to another config file")
+            raise UserError(f"{path}: base = {short(base)} is not valid; expected a path to another config file")
         base_path = (path.parent / base).resolve()
         if base_path in seen:
             raise UserError(f"{path}: base = {base!r} includes itself")
+        if len(seen) >= MAX_BASE_CHAIN:
+            raise UserError(f"{path}: more than {MAX_BASE_CHAIN} nested base files")
         data = _deep_merge(_read_yaml(base_path, seen + (path.resolve(),)), data)
     return data
 
@@ -325,9 +414,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise UserError(f"--set {text!r} is not valid; expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise UserError(f"--set {text!r}: the value {raw!r} is not valid YAML") from None
+        value = parse_yaml(raw, "--set") if raw.strip() else None
+    except UserError:
+        raise UserError(f"--set {short(text)}: the value {short(raw)} is not valid YAML (or too large)") from None
     return parts, value
 
 

@@ -1,18 +1,25 @@
 """The ``mixvae`` command: train, eval, sample, interpolate, export, bench2d, demo.
 
 Bad input (a config, an argument, a data file) ends with one line on stderr and exit code 2.
+Started by torchrun, each machine prints that line once (see :func:`_report`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import time
 from pathlib import Path
 
 from ..errors import TrainingDiverged, UserError
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3   # a loss became NaN or infinite (train.nan_policy = stop)
+MAX_THREADS = 1024
+MAX_SAMPLES = 10_000       # sample -n: pictures in one grid
+MAX_GRID_SIDE = 1_000      # interpolate --pairs / --steps
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="folder with the data sets (default: $MIXVAE_DATA, "
                    "else ~/.cache/mixvae/data; files missing there are downloaded)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=int, default=None, help=f"CPU threads for torch (1..{MAX_THREADS})")
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
                    help="import a Python module or .py file first, e.g. one that registers a prior, an "
@@ -66,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw samples from a run's model into a picture")
     p.add_argument("run", type=Path)
-    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("-n", type=int, default=64, help=f"number of samples (1..{MAX_SAMPLES})")
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", choices=("auto", "best", "latest"), default="auto")
@@ -152,9 +159,29 @@ def _import_plugin(name: str) -> None:
         raise UserError(f"--plugin {name}: importing it failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
-def _positive(name: str, value) -> None:
-    if value is not None and value < 1:
-        raise UserError(f"{name} = {value} is not valid; expected a positive integer")
+def _positive(name: str, value, most: int | None = None) -> None:
+    if value is not None and (value < 1 or (most is not None and value > most)):
+        expected = "a positive integer" if most is None else f"an integer in 1..{most}"
+        raise UserError(f"{name} = {value} is not valid; expected {expected}")
+
+
+def _picture_out(path: Path, two_d: bool = False) -> None:
+    """Refuse, before any work, a picture path whose suffix names no format we can write, or
+    that is a folder."""
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; expected a picture file such as samples.png")
+    if two_d:
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+        known = {f".{e}" for e in Figure().canvas.get_supported_filetypes()}
+    else:
+        from PIL import Image
+        Image.init()
+        known = {e for e, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    if path.suffix.lower() not in known:
+        raise UserError(f"--out {path}: cannot write pictures of type {path.suffix or '(no suffix)'!r}; "
+                        "use .png (or .jpg)")
 
 
 def cmd_train(args) -> int:
@@ -214,8 +241,9 @@ def cmd_sample(args) -> int:
     from . import runs
     from .viz import save_grid, save_scatter_2d
 
-    _positive("-n", args.n)
+    _positive("-n", args.n, MAX_SAMPLES)
     run = runs.open_run(args.run, args.data_dir, args.checkpoint, weights=args.weights)
+    _picture_out(args.out, two_d=not run.data.is_image)
     torch.manual_seed(args.seed)
     x = run.model.sample(args.n)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -293,8 +321,11 @@ def cmd_interpolate(args) -> int:
     from . import runs
     from .viz import interpolations, latent_walk, save_grid
 
-    _positive("--pairs", args.pairs)
-    _positive("--steps", args.steps)
+    _positive("--pairs", args.pairs, MAX_GRID_SIDE)
+    _positive("--steps", args.steps, MAX_GRID_SIDE)
+    if not (math.isfinite(args.k) and args.k > 0):
+        raise UserError(f"-k = {args.k} is not valid; expected a positive number of standard deviations")
+    _picture_out(args.out)
     run = runs.open_run(args.run, args.data_dir, args.checkpoint, weights=args.weights)
     if not run.data.is_image or not hasattr(run.model, "encoder"):
         raise UserError(f"{args.run}: interpolate needs a single-level model of images")
@@ -319,6 +350,8 @@ def cmd_interpolate(args) -> int:
 def cmd_export(args) -> int:
     from . import runs
 
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; expected a file such as weights.safetensors")
     run = runs.open_run(args.run, args.data_dir, args.checkpoint)
     print(str(runs.export_weights(run, args.out)))
     return 0
@@ -360,25 +393,51 @@ COMMANDS = {"report": cmd_report, "train": cmd_train, "eval": cmd_eval, "sample"
             "export": cmd_export, "interpolate": cmd_interpolate}
 
 
+# Under torchrun, every process of a machine usually meets the same bad input (the same config and
+# files) at about the same time. The machine's first process (LOCAL_RANK 0) prints the line at
+# once; the others wait this long before printing theirs, and torchrun, seeing the first process
+# end, stops them meanwhile, so the line appears once. An error only one other process meets is
+# still printed, after the wait.
+OTHER_PROCESSES_WAIT_S = 15.0
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    text = str(text).replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _report(line: str) -> None:
+    """Print the final line on stderr: at once alone or on a machine's first process, after
+    OTHER_PROCESSES_WAIT_S on the other processes started by torchrun (see above)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and os.environ.get("LOCAL_RANK", "0") != "0":
+        sys.stderr.flush()
+        time.sleep(OTHER_PROCESSES_WAIT_S)
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        _positive("--threads", args.threads)
+        _positive("--threads", args.threads, MAX_THREADS)
         from .. import progress
         progress.set_enabled(not args.quiet)
         for plugin in args.plugin:
             _import_plugin(plugin)
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"mixvae: error: {e}", file=sys.stderr)
+        _report(f"mixvae: error: {_one_line(e)}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("mixvae: interrupted", file=sys.stderr)
         return 130
     except TrainingDiverged as e:
-        print(f"mixvae: training stopped: {e}; the run folder keeps the checkpoints written before "
-              "(lower train.lr, raise sintro.beta_neg, or set train.nan_policy = rollback)", file=sys.stderr)
+        _report(f"mixvae: training stopped: {_one_line(e)}; the run folder keeps the checkpoints written before "
+                "(lower train.lr, raise sintro.beta_neg, or set train.nan_policy = rollback)")
         return EXIT_DIVERGED
+    except OSError as e:    # a file or folder the user named cannot be read or written (permissions, full disk)
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        _report(f"mixvae: error: {_one_line(where + (e.strerror or str(e)))}")
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

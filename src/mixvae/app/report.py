@@ -13,9 +13,8 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
-from .. import __version__
+from .. import __version__, safeio
+from ..config import parse_yaml
 from ..errors import UserError
 from .viz import PICTURES, save_curves
 
@@ -58,10 +57,14 @@ def _read_run(path: Path) -> dict:
     if not (path / "config.yaml").is_file():
         raise UserError(f"{path} is not a run folder (no config.yaml)")
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-        result = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else {}
-    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as e:
+        config = parse_yaml(safeio.read_text(path / "config.yaml", limit=safeio.MAX_CONFIG_BYTES),
+                            str(path / "config.yaml")) or {}
+        result = (json.loads(safeio.read_text(path / "eval.json", limit=1 << 24))
+                  if (path / "eval.json").is_file() else {})
+    except ValueError as e:
         raise UserError(f"{path}: config.yaml or eval.json is not readable ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(config, dict) or not isinstance(result, dict):
+        raise UserError(f"{path}: config.yaml and eval.json must each hold a mapping")
     if not (path / "curves.png").is_file() and (path / "metrics.jsonl").is_file():
         save_curves(path / "metrics.jsonl", path / "curves.png")
     return {"path": path, "config": _flatten(config), "eval": result}

@@ -24,6 +24,7 @@ import yaml
 from .. import __version__, progress
 from ..config import Config, config_to_dict, load_config, save_config
 from ..data import Dataset, resolve_data_dir
+from .. import safeio
 from ..errors import UserError
 from ..factory import build_data, build_model, build_objective, resolve_auto, resolve_device
 from ..metrics.latent import active_units, mode_usage, posterior_mean_variance
@@ -33,6 +34,7 @@ from .. import parallel
 from ..parallel import ProcessInfo
 from ..registry import OBJECTIVES
 from ..training.checkpoint import load_checkpoint
+from ..training import statecheck
 from ..training.loop import Trainer
 
 
@@ -169,7 +171,15 @@ def run_data_dir(path: Path, data_dir=None):
     if data_dir or os.environ.get("MIXVAE_DATA"):
         return data_dir
     meta = path / "run.json"
-    return json.loads(meta.read_text()).get("data_dir") if meta.exists() else None
+    if not meta.exists():
+        return None
+    try:
+        info = json.loads(safeio.read_text(meta, limit=1 << 20))
+    except ValueError as e:
+        raise UserError(f"{meta}: not valid JSON ({str(e)[:120]}); repair it or give --data-dir") from None
+    if not isinstance(info, dict) or not isinstance(info.get("data_dir"), (str, type(None))):
+        raise UserError(f"{meta}: expected a JSON object whose data_dir is a path; repair it or give --data-dir")
+    return info.get("data_dir")
 
 
 def train(cfg: Config, out: Path, data_dir=None, resume: bool = False, progress: bool = True,
@@ -263,13 +273,9 @@ def picture_run(trainer: Trainer, out: Path) -> None:
 
 
 def _load_state(run: Run, objective_state: dict, modules: dict, where: str) -> None:
-    """Objective state first (it may change the model's structure, e.g. a converted prior), then weights."""
-    try:
-        run.objective.load_state_dict(objective_state)
-        for k, m in run.objective.modules().items():
-            m.load_state_dict(modules[k])
-    except (KeyError, RuntimeError) as e:
-        raise UserError(f"{where}: the weights do not fit this run's model ({str(e).splitlines()[0][:200]})") from None
+    """Objective state first (it may change the model's structure, e.g. a converted prior), then
+    weights; a file that does not fit the run is one line naming it and what does not fit."""
+    statecheck.load_modules(run.objective, objective_state, modules, where)
 
 
 WEIGHTS_FILE = "model.safetensors"   # a finished run's final weights (its checkpoints may be gone)
@@ -294,29 +300,36 @@ def load_weights(run: Run, path: Path, which: str = "best") -> str:
 def export_weights(run: Run, file: Path) -> Path:
     """Write the weights of every module as safetensors (tensors only; the objective's state, e.g.
     whether the prior was converted, goes into the file's string metadata as JSON)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
     tensors = {f"{name}/{k}": v.detach().cpu().contiguous()
                for name, m in run.objective.modules().items() for k, v in m.state_dict().items()}
     meta = {"format": "mixvae-weights-1", "objective_state": json.dumps(run.objective.state_dict()),
             "mixvae": __version__, "config": yaml.safe_dump(config_to_dict(run.cfg), sort_keys=False),
             "data": json.dumps(run.data.spec())}
-    file.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(file), metadata=meta)
+    meta["sha256"] = statecheck.weights_digest(tensors, meta)   # checked on import: a damaged file is refused
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(file), metadata=meta)
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"cannot write {file} ({getattr(e, 'strerror', None) or e})") from None
     return file
 
 
 def import_weights(run: Run, file: Path) -> None:
     """Load weights written by :func:`export_weights` (safetensors: no code runs when reading)."""
     from safetensors import SafetensorError, safe_open
-    if not file.is_file():
-        raise UserError(f"--weights {file} does not exist")
+    safeio.open_regular(file, "weights file ").close()   # not a folder, device or FIFO
     try:
         with safe_open(str(file), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         objective_state = json.loads(meta.get("objective_state", "{}"))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{file}: not a safetensors file of mixvae weights ({e})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{file}: not a safetensors file of mixvae weights ({' '.join(str(e).split())[:200]})") from None
+    if "sha256" in meta and statecheck.weights_digest(tensors, meta) != meta["sha256"]:
+        raise UserError(f"{file}: damaged (its content does not match the checksum it was written with); "
+                        "export the weights again")
     modules: dict[str, dict] = {}
     for key, t in tensors.items():
         name, _, k = key.partition("/")

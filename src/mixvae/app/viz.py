@@ -151,15 +151,9 @@ _NOT_PLOTTED = {"step", "epoch", "split", "time", "best_loss", "event", "reason"
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a metrics.jsonl (a last line cut short by a crash is skipped)."""
-    import json
-    out = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+    """The records of a metrics.jsonl (damaged lines, e.g. a last line cut short by a crash, are skipped)."""
+    from ..training.tracking import read_records
+    return [r for r, _ in read_records(Path(path))[0]]
 
 
 def _robust_top(values: list[float]) -> float:

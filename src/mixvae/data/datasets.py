@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from .. import safeio
 from ..errors import UserError
 from ..registry import DATASETS
 from . import files, toy2d
@@ -167,6 +168,9 @@ def _split_off(values: torch.Tensor, labels, n_valid: int, seed: Optional[int]):
 
 
 def _valid_count(n: int, valid_size: float, where: str) -> int:
+    if valid_size >= 1 and valid_size != int(valid_size):
+        raise UserError(f"{where}: data.valid_size = {valid_size} is not valid; expected a fraction < 1 or a whole "
+                        "number of examples")
     k = int(round(valid_size * n)) if valid_size < 1 else int(valid_size)
     if not 0 <= k < n:
         raise UserError(f"{where}: data.valid_size = {valid_size} leaves no training examples out of {n}")
@@ -231,9 +235,9 @@ def _check_arrays(arrs: dict, where: str) -> dict:
         if s not in arrs:
             continue
         a = arrs[s]
-        if a.ndim not in (2, 3, 4) or (a.ndim == 4 and a.shape[-1] not in (1, 3)) or a.shape[0] == 0:
+        if a.ndim not in (2, 3, 4) or (a.ndim == 4 and a.shape[-1] not in (1, 3)) or 0 in a.shape:
             raise UserError(f"{where}: array '{s}' has shape {a.shape}; expected N x H x W, N x H x W x C "
-                            "(C = 1 or 3) or N x D with N > 0")
+                            "(C = 1 or 3) or N x D, every size > 0")
         if shape is not None and a.shape[1:] != shape:
             raise UserError(f"{where}: array '{s}' has examples of shape {a.shape[1:]} but 'train' has {shape}")
         shape = a.shape[1:]
@@ -247,8 +251,16 @@ def _check_arrays(arrs: dict, where: str) -> dict:
         else:
             raise UserError(f"{where}: array '{s}' has dtype {a.dtype}; expected uint8 or float in [0, 1]")
         lab = arrs.get(f"{s}_labels")
-        if lab is not None and (lab.ndim != 1 or lab.shape[0] != a.shape[0]):
+        if lab is None:
+            continue
+        if lab.ndim != 1 or lab.shape[0] != a.shape[0]:
             raise UserError(f"{where}: '{s}_labels' has shape {lab.shape} but '{s}' has {a.shape[0]} examples")
+        whole = lab.dtype.kind in "iub" or (lab.dtype.kind == "f" and bool(np.isfinite(lab).all())
+                                           and np.array_equal(lab, np.round(lab)))
+        if not whole or (lab.dtype.kind == "u" and lab.size and int(lab.max()) > np.iinfo(np.int64).max):
+            raise UserError(f"{where}: '{s}_labels' has dtype {lab.dtype}"
+                            f"{' with values that are not whole numbers' if lab.dtype.kind == 'f' else ''}; "
+                            "expected integer class labels")
     return arrs
 
 
@@ -401,6 +413,11 @@ def load_dataset(name: str, *, path: Optional[str] = None, data_dir=None, binari
         (tv, tl), (vv, vl) = _split_off(train.values, train.labels, k, None if held_out_last else split_seed)
         train, valid = Split(tv, train.max_value, tl), Split(vv, train.max_value, vl)
     if image_size is not None and train.values.dim() == 4 and train.values.shape[-1] != image_size:
+        n, c = len(train) + len(valid) + len(test), train.values.shape[1]
+        if n * c * image_size ** 2 * 4 > safeio.MAX_TOTAL_BYTES:     # resized as float32
+            raise UserError(f"{where}: data.image_size = {image_size} would make {n} images of {c} x {image_size} x "
+                            f"{image_size} take {n * c * image_size ** 2 * 4 / 2 ** 30:.1f} GiB, more than the limit "
+                            f"of {safeio.MAX_TOTAL_BYTES / 2 ** 30:.0f} GiB (mixvae.safeio.MAX_TOTAL_BYTES)")
         train, valid, test = (_resize(s, image_size) for s in (train, valid, test))
     kind, levels = _kind(train)
     dynamic = binarize == "dynamic" or (binarize == "auto" and entry.info.get("binarize") == "dynamic")

@@ -51,7 +51,7 @@ class GamixConfig:
     adv_loss: Literal["bce", "hinge"] = "bce"
     disc_start: int = _range(0, None, default=0)
     adaptive_weight: bool = False
-    disc_lr: Optional[float] = _range(0.0, None, default=None)     # default: train.lr
+    disc_lr: Optional[float] = _range(above=0.0, default=None)     # default: train.lr
     disc_width: int = _range(1, None, default=128)
     disc_dropout: float = _range(0.0, 1.0, default=0.25)
     kl_samples: int = _range(1, None, default=16)      # KL to a mixture prior (non-standard priors)

@@ -50,7 +50,7 @@ class SoftIntroConfig:
     alpha: float = _range(0.0, None, default=2.0)      # exponent of the introspective terms
     vae_only: bool = False                             # train the plain VAE loss throughout (the baseline)
     prior_player: Literal["decoder", "encoder", "fixed"] = "decoder"  # who the prior learns with after warm-up
-    prior_lr: Optional[float] = _range(0.0, None, default=None)   # default: train.lr
+    prior_lr: Optional[float] = _range(above=0.0, default=None)   # default: train.lr
     kl_samples: int = _range(1, None, default=100)     # Monte-Carlo samples for KL to a mixture
     variance_clipping: bool = True   # soft-clip MoG log-variances to their range at the end of warm-up (a dimension whose range is empty stays fixed)
     r_ent: float = _range(0.0, None, default=0.0)      # responsibility regularisation weight

@@ -13,13 +13,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
+from ..safeio import open_regular
 
 FORMAT = "mixvae-checkpoint-2"          # -2: carries "sha256"; -1 (mixvae 0.1) had no checksum
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -95,27 +98,42 @@ def weights_only(state: dict) -> dict:
     return {k: v for k, v in state.items() if k in ("format", "modules", "objective", "loop")}
 
 
-def _unsafe(message: str) -> str:
-    """torch's refusal of a pickle global, without its generic advice: the global it names."""
-    for line in message.splitlines():
-        if "Unsupported global" in line or "Unsupported operand" in line:
-            return line.strip().rstrip(".")
-    return message.splitlines()[0][:200] if message else "unreadable"
+def _refusal(message: str) -> str | None:
+    """What torch's weights-only unpickler refused, without its generic advice: the global it
+    names (e.g. 'GLOBAL posix.system'), or the opcode it could not read; None if ``message`` is not
+    a refusal of the weights-only unpickler."""
+    if "Weights only load failed" not in message and "WeightsUnpickler" not in message:
+        return None
+    found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", message)
+    if found:
+        return (f"unsafe, refused: it holds objects other than tensors and plain containers "
+                f"(GLOBAL {found.group(1)}); refused without running any of it")
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
+    return f"not a torch checkpoint ({found.group(1).strip().rstrip('.') if found else 'its pickle cannot be read safely'})"
 
 
 def read_checkpoint(path: Path) -> dict:
     """Load one checkpoint file and verify it; raise ``ValueError`` saying what is wrong with it."""
-    if not path.is_file():
-        raise ValueError("missing" if not path.exists() else "not a regular file")
-    if path.stat().st_size == 0:
-        raise ValueError("empty")
+    if not path.exists():
+        raise ValueError("missing")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:   # truncated, corrupt, or holding objects weights_only refuses
-        msg = str(e)
-        if "weights_only" in msg or "Unsupported global" in msg:
-            raise ValueError(f"unsafe, refused: it holds objects other than tensors and plain containers ({_unsafe(msg)})") from None
-        raise ValueError(f"unreadable ({type(e).__name__}: {msg.splitlines()[0][:160] if msg else ''})") from None
+        f = open_regular(path)          # never a device or FIFO: they would hang or never end
+    except UserError as e:
+        raise ValueError(getattr(e, "reason", str(e))) from None
+    with f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise ValueError("empty")
+        try:
+            with warnings.catch_warnings():       # torch warns about pickle protocols: not the user's business
+                warnings.simplefilter("ignore")
+                state = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:   # truncated, corrupt, or holding objects weights_only refuses
+            msg = str(e)
+            refused = _refusal(msg)
+            if refused is not None:
+                raise ValueError(refused) from None
+            detail = msg.splitlines()[0][:160] if msg.strip() else "the file is truncated"
+            raise ValueError(f"unreadable ({type(e).__name__}: {detail})") from None
     if not isinstance(state, dict) or not str(state.get("format", "")).startswith("mixvae-checkpoint"):
         raise ValueError("not a mixvae checkpoint")
     if state["format"] != "mixvae-checkpoint-1":   # checkpoints of mixvae 0.1 carry no checksum

@@ -23,6 +23,7 @@ from .. import parallel
 from ..distributions import WHOLE, Shard
 from ..objectives.base import Objective, StepContext
 from .checkpoint import load_checkpoint, save_checkpoint, weights_only
+from . import statecheck
 from .tracking import MetricsLog
 from .optim import make_optimizer
 
@@ -147,14 +148,18 @@ class Trainer:
             self.best_state = weights_only(copy.deepcopy(self.checkpoint_state()))
         self._saved[name] = self.state.step
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict, where: Optional[str] = None) -> None:
         """Restore everything saved by :meth:`checkpoint_state` (modules first: the objective
-        state may change the model's structure, e.g. a converted prior)."""
-        self.objective.load_state_dict(state.get("objective", {}))
-        for k, m in self.objective.modules().items():
-            m.load_state_dict(state["modules"][k])
+        state may change the model's structure, e.g. a converted prior). A state that does not fit
+        this run (another model's checkpoint, a dictionary without its parts) is refused before
+        anything is loaded: UserError naming ``where`` (default: the run's latest checkpoint)."""
+        if where is None:
+            where = str(self.run_dir / "checkpoints" / "latest.pt") if self.run_dir is not None else "checkpoint"
+        statecheck.check_training_state(state, statecheck.loop_defaults(LoopState), where)
+        statecheck.load_modules(self.objective, state["objective"], state["modules"], where)
         for name in self.objective.players():
             self._build_player(name)
+        statecheck.check_players(state, self.optimizers, self.schedulers, where)
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():

@@ -72,17 +72,17 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """Drop records of steps after ``step`` (written after the checkpoint we resume from), and a
-        last line cut short by a crash; TensorBoard drops its events of those steps too."""
+        last line cut short by a crash; TensorBoard drops its events of those steps too. Other
+        damaged lines (not a JSON record) are dropped with one warning line naming them."""
         self._purge_step = step + 1
         if self.path is None or not self.path.exists():
             return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    keep.append(line)
-            except ValueError:
-                continue
+        records, bad = read_records(self.path)
+        if bad:
+            import sys
+            print(f"mixvae: warning: {self.path}: dropped {len(bad)} damaged line(s) (line {_names(bad)})",
+                  file=sys.stderr)
+        keep = [line for r, line in records if r.get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in keep))
 
     def flush(self) -> None:
@@ -95,6 +95,38 @@ class MetricsLog:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def read_records(path: Path) -> tuple[list[tuple[dict, str]], list[int]]:
+    """The records of a metrics.jsonl as (record, its line) pairs, and the numbers of the lines that
+    are not records (not UTF-8, not JSON, not an object of numbers with an integer step and a split
+    name), except a last line
+    cut short by a crash, which is dropped silently. A path that is not a regular file is
+    :class:`UserError`."""
+    from ..safeio import read_regular
+    lines = read_regular(path, limit=None).split(b"\n")
+    partial = len(lines) - 1 if lines[-1] else None   # no newline at the end: a write was cut short
+    records, bad = [], []
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+            r = json.loads(line)
+            ok = isinstance(r, dict) and isinstance(r.get("step", 0), int) and all(   # numbers, and the split's name
+                (isinstance(v, str) if k == "split" else v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))
+                for k, v in r.items())
+        except ValueError:
+            ok = False
+        if ok:
+            records.append((r, line))
+        elif i != partial:
+            bad.append(i + 1)
+    return records, bad
+
+
+def _names(numbers: list[int], n: int = 5) -> str:
+    return ", ".join(map(str, numbers[:n])) + (f" and {len(numbers) - n} more" if len(numbers) > n else "")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
