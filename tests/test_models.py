@@ -1,4 +1,4 @@
-"""Models of the VampPrior paper (VAE, HVAE, convHVAE) with every prior, and the latent statistics."""
+"""Models of the VampPrior paper (VAE, HVAE, convHVAE, PixelHVAE) with every prior, and the latent statistics."""
 import math
 
 import pytest
@@ -24,7 +24,7 @@ def tiny(arch, prior, data="digits", **model):
     })
 
 
-@pytest.mark.parametrize("arch", ["vae", "hvae", "convhvae"])
+@pytest.mark.parametrize("arch", ["vae", "hvae", "convhvae", "pixelhvae"])
 @pytest.mark.parametrize("prior", ["standard", "mog", "vampprior", "vampprior-data"])
 def test_every_model_with_every_prior_trains_and_evaluates(arch, prior):
     run = runs.prepare(tiny(arch, prior))

@@ -7,9 +7,10 @@ an architecture needs ('image' (C, H, W), 'vector' (D,) or 'any'), ``levels`` it
 from __future__ import annotations
 
 from ..errors import UserError
-from ..nets import gamix, sintro, vamp
+from ..nets import gamix, pixelcnn, sintro, vamp
 from ..registry import ARCHITECTURES
 from .hvae import HVAE
+from .pixel_hvae import PixelHVAE
 from .vae import VAE
 
 
@@ -40,6 +41,18 @@ def gated_hvae(m, data, prior, head) -> HVAE:
 def gated_conv_hvae(m, data, prior, head) -> HVAE:
     """The two-level HVAE with gated convolutions."""
     return _hvae(m, data, prior, head, conv=True)
+
+
+@ARCHITECTURES.register("pixelhvae", data="image", levels=2)
+def pixel_hvae(m, data, prior, head) -> PixelHVAE:
+    """The convHVAE's encoders and p(z1|z2) with an autoregressive PixelCNN decoder (one type-A and
+    seven type-B masked 3x3 convolutions, 64 channels)."""
+    h = m.hidden[-1]
+    return PixelHVAE(vamp.Encoder(data.shape, m.latent_dim, m.hidden, conv=True),
+                     vamp.ConditionalEncoder(data.shape, m.lower_latent_dim, m.latent_dim, h, conv=True),
+                     vamp.ConditionalPrior(m.lower_latent_dim, m.latent_dim, h),
+                     pixelcnn.PixelCNNDecoder(data.shape, m.lower_latent_dim, m.latent_dim, head.params_per_pixel),
+                     prior, head, data.shape)
 
 
 @ARCHITECTURES.register("mlp2d", data="vector", levels=1)

@@ -40,6 +40,10 @@ class HVAE(LatentVariableModel):
         shape (...) over data_shape."""
         p1 = DiagonalGaussian(*self.prior1(z2))
         z1 = p1.sample() if sample_z1 else p1.mu
+        return self.likelihood_given(z1, z2)
+
+    def likelihood_given(self, z1: torch.Tensor, z2: torch.Tensor) -> Distribution:
+        """p(x|z1, z2) for z1 (..., D1) and z2 (..., D2): batch shape (...) over data_shape."""
         return self.likelihood(self.decoder(z1, z2))
 
     def log_weights(self, x, num_samples=1, prior=None):
@@ -51,7 +55,7 @@ class HVAE(LatentVariableModel):
         q1 = self.encode_lower(x, z2)
         z1 = q1.rsample()                                  # (S, N, D1)
         p1 = DiagonalGaussian(*self.prior1(z2))
-        log_px = self.likelihood(self.decoder(z1, z2)).log_prob(x)
+        log_px = self.likelihood_given(z1, z2).log_prob(x)
         kl = q1.log_prob(z1) - p1.log_prob(z1) + q2.log_prob(z2) - p2.log_prob(z2)
         return log_px, kl
 
@@ -71,4 +75,4 @@ class HVAE(LatentVariableModel):
         """x (N, *data_shape) decoded from the posterior means of z2 and z1, (N, *data_shape)."""
         mu2 = self.encode(x).mu
         mu1 = self.encode_lower(x, mu2).mu
-        return self.likelihood(self.decoder(mu1, mu2)).mean
+        return self.likelihood_given(mu1, mu2).mean

@@ -149,6 +149,7 @@ def check_players(state: Mapping, optimizers: dict, schedulers: dict, where: str
 
 
 def loop_defaults(loop_state_cls) -> dict:
+    """The fields of a fresh loop state (the training loop's counters) as a dictionary."""
     return dataclasses.asdict(loop_state_cls())
 
 
