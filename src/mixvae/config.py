@@ -47,10 +47,10 @@ class DataConfig:
     """The ``data`` section: which data set, where, and how it is split and binarised."""
 
     name: str = "mnist"
-    """mnist | fashion-mnist | binarized-mnist | frey-faces | digits | cifar10 | npz | image-folder
-    | 8gaussians | 2spirals | checkerboard | rings"""
+    """mnist | fashion-mnist | binarized-mnist | frey-faces | omniglot | caltech101-silhouettes
+    | histopathology | digits | cifar10 | npz | image-folder | 8gaussians | 2spirals | checkerboard | rings"""
     path: Optional[str] = None               # file (npz) or folder (image-folder); else found in the data dir
-    binarize: Literal["auto", "dynamic", "none"] = "auto"   # auto: dynamic for MNIST, none otherwise
+    binarize: Literal["auto", "dynamic", "none"] = "auto"   # auto: dynamic for MNIST and OMNIGLOT, none otherwise
     image_size: Optional[int] = _range(4, 8192, default=None)   # resize square images (image-folder, cifar10)
     channels: Optional[Literal[1, 3]] = None  # force gray (1) or RGB (3) for image folders
     scale: Literal["unit", "symmetric"] = "unit"   # pixel values in [0, 1] or [-1, 1]

@@ -339,6 +339,86 @@ def _frey_faces(r: LoadRequest):
     return {"test": imgs[-200:], "valid": imgs[-400:-200], "train": imgs[:-400]}, "frey-faces"
 
 
+def _mat_images(a: np.ndarray, key: str, where: str, per_column: bool, binary: bool) -> np.ndarray:
+    """28x28 images of a .mat array, one per column (``per_column``) or per row, each stored
+    column-major (MATLAB's order) -> (N, 28, 28): float32 in [0, 1], or uint8 0/1 if ``binary``."""
+    layout = "784 x N (one image per column)" if per_column else "N x 784 (one image per row)"
+    if a.shape[0 if per_column else 1] != 784:
+        raise UserError(f"{where}: key {key!r} has shape {a.shape[0]} x {a.shape[1]}; expected {layout}")
+    rows = a.T if per_column else a
+    if a.size and (a.min() < 0 or a.max() > 1):
+        raise UserError(f"{where}: key {key!r} has values in [{a.min():.3g}, {a.max():.3g}]; expected values in [0, 1]")
+    if binary and not np.isin(rows, (0, 1)).all():
+        raise UserError(f"{where}: key {key!r} holds values other than 0 and 1; expected binary images")
+    imgs = rows.reshape(-1, 28, 28).transpose(0, 2, 1)     # v.reshape(28, 28, order='F') for each row v
+    return np.ascontiguousarray(imgs, dtype=np.uint8 if binary else np.float32)
+
+
+def _mat_labels(a: np.ndarray, key: str, where: str, n: int, one_hot: bool) -> np.ndarray:
+    """Class labels of a .mat array: one-hot columns (K x N) -> their row index, or N numbers."""
+    if one_hot:
+        if a.ndim != 2 or a.shape[1] != n or not np.isin(a, (0, 1)).all() or not (a.sum(0) == 1).all():
+            raise UserError(f"{where}: key {key!r} has shape {a.shape[0]} x {a.shape[1]}; expected one-hot labels, "
+                            f"K x {n} with a single 1 per column")
+        return a.argmax(0).astype(np.int64)
+    flat = a.reshape(-1)
+    if flat.shape[0] != n or not np.array_equal(flat, np.round(flat)):
+        raise UserError(f"{where}: key {key!r} has shape {a.shape[0]} x {a.shape[1]}; expected {n} whole-number "
+                        "class labels")
+    return flat.astype(np.int64)
+
+
+@DATASETS.register("omniglot", validation="last", valid_count=1345, binarize="dynamic", pseudo_init=(0.05, 0.01))
+def _omniglot(r: LoadRequest):
+    """The 28x28 OMNIGLOT of the IWAE paper (chardata.mat: 24 345 training and 8 070 test images,
+    gray, one per column, column-major), as the VampPrior authors use it: the training images are
+    shuffled (seeded here) and the last 1 345 of them are held out for validation (23 000 / 1 345);
+    training batches are binarised dynamically, validation and test images once with a fixed seed.
+    Labels: the alphabet (0..49) of each image."""
+    path = find_or_download(r.root, "omniglot", "chardata.mat")
+    where = str(path)
+    m = files.read_mat(path, ("data", "testdata"), optional=("target", "testtarget"))
+    out = {}
+    for split, key, lab in (("train", "data", "target"), ("test", "testdata", "testtarget")):
+        out[split] = _mat_images(m[key], key, where, per_column=True, binary=False)
+        if lab in m:
+            out[f"{split}_labels"] = _mat_labels(m[lab], lab, where, len(out[split]), one_hot=True)
+    order = torch.randperm(len(out["train"]), generator=generator(r.split_seed, 19)).numpy()
+    out["train"] = out["train"][order]
+    if "train_labels" in out:
+        out["train_labels"] = out["train_labels"][order]
+    return out, where
+
+
+@DATASETS.register("caltech101-silhouettes", pseudo_init=(0.5, 0.02))
+def _caltech101_silhouettes(r: LoadRequest):
+    """Marlin's Caltech 101 Silhouettes, 28x28, split 1 (caltech101_silhouettes_28_split1.mat):
+    4 100 / 2 264 / 2 307 binary images, one per row, column-major, with labels 1..101. As the
+    VampPrior authors do, pixels are inverted (1 - x): the file stores the silhouette as 0 on a
+    background of 1, the model sees the silhouette as 1. Already binary: no binarisation."""
+    path = find_or_download(r.root, "caltech101-silhouettes", "caltech101_silhouettes_28_split1.mat")
+    where = str(path)
+    keys = ("train_data", "val_data", "test_data")
+    labels = ("train_labels", "val_labels", "test_labels")
+    m = files.read_mat(path, keys, optional=labels)
+    out = {}
+    for split, key, lab in zip(("train", "valid", "test"), keys, labels):
+        out[split] = 1 - _mat_images(m[key], key, where, per_column=False, binary=True)
+        if lab in m:
+            out[f"{split}_labels"] = _mat_labels(m[lab], lab, where, len(out[split]), one_hot=False)
+    return out, where
+
+
+@DATASETS.register("histopathology", pseudo_init=(0.4, 0.05))
+def _histopathology(r: LoadRequest):
+    """The VampPrior authors' gray 28x28 histopathology patches (histopathology.pkl, or the
+    histopathology.pkl.tar.gz that holds it): their 6 800 / 2 000 / 2 000 split, as 8-bit levels
+    (the 256 bins of width 1/256 of the authors' discretised logistic; see files.read_histopathology)."""
+    path = find_or_download(r.root, "histopathology", "histopathology.pkl.tar.gz",
+                            alternatives=("histopathology/histopathology.pkl",))
+    return files.read_histopathology(path), str(path)
+
+
 @DATASETS.register("digits", pseudo_init=(0.05, 0.01))
 def _digits(r: LoadRequest):
     """scikit-learn's 8x8 digits (values k/16), 300 seeded test images."""

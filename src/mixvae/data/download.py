@@ -3,7 +3,9 @@
 The data directory is, in order: the ``--data-dir`` argument, the ``MIXVAE_DATA`` environment
 variable, or ``~/.cache/mixvae/data``. A missing file is downloaded from its canonical source
 and verified (MD5 of the file) before it is moved into place; offline, loading stops with one
-sentence that names the file and where it was looked for.
+sentence that names the file and where it was looked for. A file whose checksum is not recorded
+(``Remote.md5`` None) is never downloaded: loading stops with one sentence naming its source and
+where to put it.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 @dataclass(frozen=True)
 class Remote:
     url: str
-    md5: str
+    md5: str | None       # None: no checksum recorded yet, so the file is not downloaded
 
 
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -53,6 +55,16 @@ REMOTES: dict[tuple[str, str], Remote] = {
         "8db27fd8d4be5ade7bdb05b488ae8aa2"),
     ("cifar10", "cifar-10-python.tar.gz"): Remote(
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    # The VampPrior paper's other data sets. No checksum of these files is published and none has
+    # been recorded from a verified copy yet, so they are not downloaded (md5 None): put the file
+    # at the place the message names. Record the MD5 of a verified copy here to enable downloads.
+    ("omniglot", "chardata.mat"): Remote(
+        "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat", None),
+    ("caltech101-silhouettes", "caltech101_silhouettes_28_split1.mat"): Remote(
+        "https://people.cs.umass.edu/~marlin/data/caltech101_silhouettes_28_split1.mat", None),
+    ("histopathology", "histopathology.pkl.tar.gz"): Remote(
+        "https://github.com/jmtomczak/vae_householder_flow/raw/master/datasets/histopathologyGray/"
+        "histopathology.pkl.tar.gz", None),
 }
 # The .amat files have no published file checksum; their decoded contents are checked instead
 # (MD5 of the uint8 0/1 array), see BINARIZED_MNIST_CONTENT_MD5.
@@ -107,7 +119,10 @@ def find_or_download(data_dir: Path, folder: str, name: str, alternatives: tuple
         if c.is_file():
             return c
     remote = REMOTES.get((folder, name))
+    looked = ", ".join(str(c) for c in candidates)
     if remote is None or os.environ.get("MIXVAE_OFFLINE"):
-        looked = ", ".join(str(c) for c in candidates)
         raise UserError(f"data file {name} is missing; looked for {looked}")
+    if remote.md5 is None:      # never download a file that cannot be verified
+        raise UserError(f"data file {name} is missing (looked for {looked}) and no checksum is recorded for it, so "
+                        f"it is not downloaded; download {remote.url} yourself and put it at {candidates[0]}")
     return download(remote.url, candidates[0], remote.md5)

@@ -1,6 +1,7 @@
 """Readers for the canonical file formats. Each returns numpy arrays and raises UserError with one
 sentence naming the file and what was wrong. Nothing here executes code from a file: pickles go
-through :class:`SafeUnpickler`, archives are read member by member without extracting.
+through :class:`SafeUnpickler`, archives are read member by member without extracting, MATLAB
+files are read by ``scipy.io.loadmat`` after their compressed parts have been measured.
 
 What a hostile file cannot do (the limits are in :mod:`mixvae.safeio`):
 - make a reader hang: only regular files are opened (never a device, FIFO or socket);
@@ -132,6 +133,144 @@ def read_frey_faces(path: Path) -> np.ndarray:
     if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255 or not np.array_equal(arr, np.round(arr)):
         raise UserError(f"{path}: the images hold values other than whole numbers in 0..255")
     return arr.reshape(-1, 28, 20).astype(np.uint8)
+
+
+def _histopathology_split(obj, key: str, where: str) -> np.ndarray:
+    """One split of histopathology.pkl as float (N, 28, 28) in [0, 1], checked."""
+    try:
+        arr = np.asarray(obj)
+    except (ValueError, TypeError):
+        arr = None
+    if (arr is None or arr.dtype.kind not in "uif" or arr.size == 0
+            or arr.shape[1:] not in ((784,), (28, 28), (1, 28, 28), (28, 28, 1))):
+        raise UserError(f"{where}: '{key}' holds {_describe(arr if arr is not None else obj)}; expected an array of "
+                        "28x28 gray images, N x 784 or N x 28 x 28, with values in [0, 1]")
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise UserError(f"{where}: '{key}' holds values outside [0, 1] (or NaN); expected gray images in [0, 1]")
+    return arr.reshape(-1, 28, 28)
+
+
+def read_histopathology(path: Path) -> dict[str, np.ndarray]:
+    """The VampPrior authors' histopathology.pkl (or the .pkl inside histopathology.pkl.tar.gz): a
+    pickle of {'training', 'validation', 'test'}, each gray 28x28 patches in [0, 1] (N x 784 or
+    N x 28 x 28). Returns 'train', 'valid', 'test' as uint8 levels k = min(floor(256 x), 255):
+    the 256 bins of width 1/256 of the authors' discretised logistic (k / 255 for values on that
+    grid), so the data are 8-bit and the default likelihood is the discretised logistic."""
+    where = str(path)
+    if path.name.endswith((".tar", ".tar.gz", ".tgz")):
+        members = read_tar(path, lambda rel, m: rel.suffix == ".pkl")
+        if len(members) != 1:
+            raise UserError(f"{where}: holds {len(members)} .pkl members; expected one (histopathology.pkl)")
+        rel, data = members[0]
+        where = f"{path}:{rel}"
+    else:
+        data = read_regular(path)
+    obj = safe_unpickle(data, where)
+    if isinstance(obj, dict):
+        obj = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    keys = ("training", "validation", "test")
+    if not isinstance(obj, dict) or any(k not in obj for k in keys):
+        found = sorted(map(repr, obj))[:5] if isinstance(obj, dict) else _describe(obj)
+        raise UserError(f"{where}: expected a dictionary with keys 'training', 'validation' and 'test', got {found}")
+    out = {}
+    for key, split in zip(keys, ("train", "valid", "test")):
+        x = _histopathology_split(obj[key], key, where).astype(np.float64)
+        out[split] = np.minimum(np.floor(x * 256), 255).astype(np.uint8)
+    return out
+
+
+# ------------------------------------------------------------------------------- MATLAB files
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+
+
+def _scan_mat_v5(f, size: int, where: str) -> None:
+    """Walk the top-level elements of an opened MATLAB v5 file: every element must lie inside the
+    file, and compressed elements are decompressed (and discarded) here, counted against the size
+    limits, so that scipy afterwards cannot be made to inflate a zlib bomb; a damaged or truncated
+    stream is reported."""
+    budget = Budget(where)
+    head = f.read(128)
+    if len(head) < 128 or head[:10] == b"MATLAB 7.3" or head[126:128] not in (b"IM", b"MI"):
+        kind = ("a MATLAB v7.3 (HDF5) file" if head[:10] == b"MATLAB 7.3" else
+                "not a MATLAB v5 .mat file (its 128-byte header is missing)")
+        raise UserError(f"{where}: {kind}; expected a MATLAB v5 .mat file (scipy.io.savemat, MATLAB -v6/-v7)")
+    order = "little" if head[126:128] == b"IM" else "big"
+    pos = 128
+    while pos < size:
+        tag = f.read(8)
+        if len(tag) < 8:
+            raise UserError(f"{where}: an element header at byte {pos} ends early; the file is truncated")
+        first, nbytes = int.from_bytes(tag[:4], order), int.from_bytes(tag[4:], order)
+        if first >> 16:                       # a small data element: 4 bytes of data in the tag
+            pos += 8
+            continue
+        if pos + 8 + nbytes > size:
+            raise UserError(f"{where}: the element at byte {pos} declares {nbytes} bytes but the file ends at byte "
+                            f"{size}; the file is truncated")
+        part = f"the element at byte {pos}"
+        if first == _MI_COMPRESSED:
+            part = f"the compressed element at byte {pos}, decompressed,"
+            d, left, inflated = zlib.decompressobj(), nbytes, 0
+            try:
+                while left or d.unconsumed_tail:
+                    src = d.unconsumed_tail
+                    if not src:
+                        src = f.read(min(left, 1 << 20))
+                        left -= len(src)
+                    piece = d.decompress(src, 1 << 22)
+                    inflated += len(piece)
+                    if inflated > budget.per_part:
+                        budget.take(inflated, part)
+                    budget.grow(len(piece), part)
+                    if d.eof:
+                        break
+            except zlib.error as e:
+                raise UserError(f"{where}: {part} is not a readable zlib stream ({_why(e)}); the file is corrupt") from None
+            if not d.eof:
+                raise UserError(f"{where}: the compressed {part} ends early; the file is truncated or corrupt")
+        else:
+            budget.take(nbytes, part)
+        pos += 8 + nbytes
+        f.seek(pos)
+
+
+def read_mat(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Numeric 2-D arrays ``keys`` (and ``optional`` ones where present) of a MATLAB v5 .mat file,
+    read with ``scipy.io.loadmat`` (which runs no code from the file) after the file's elements
+    have been checked against the size limits (see :func:`_scan_mat_v5`); v4 and v7.3 files,
+    missing keys and arrays that are not real numbers are refused with one line."""
+    import scipy.io
+
+    where = str(path)
+    with open_regular(path, limit=safeio.MAX_FILE_BYTES) as f:
+        size = os.fstat(f.fileno()).st_size
+        _scan_mat_v5(f, size, where)
+        f.seek(0)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                found = [name for name, _, _ in scipy.io.whosmat(f)]
+                f.seek(0)
+                mat = scipy.io.loadmat(f, variable_names=[k for k in keys + optional if k in found])
+        except UserError:
+            raise
+        except Exception as e:   # whatever a damaged file makes scipy raise is the file's fault
+            raise UserError(f"{where}: not a readable MATLAB v5 .mat file ({_why(e)})") from None
+    missing = [k for k in keys if k not in mat]
+    if missing:
+        raise UserError(f"{where}: key {missing[0]!r} is missing; expected keys {', '.join(keys)} "
+                        f"(the file holds {', '.join(found) or 'nothing'})")
+    out = {}
+    for k in keys + optional:
+        if k not in mat:
+            continue
+        a = mat[k]
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "uifb" or a.ndim != 2 or 0 in a.shape:
+            raise UserError(f"{where}: key {k!r} holds {_describe(a)}; expected a 2-D array of real numbers")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise UserError(f"{where}: key {k!r} contains NaN or infinite values")
+        out[k] = a
+    return out
 
 
 # ------------------------------------------------------------------------------------ archives
