@@ -201,3 +201,15 @@ def test_evaluate_2d_small_and_reproducible():
     assert a == b
     assert {"kl", "jsd", "kl_mass", "jsd_mass", "gnelbo", "n_real", "n_fake", "n_elbo"} <= set(a)
     assert a["n_real"] == a["n_fake"] == 500 and math.isfinite(a["gnelbo"])
+
+
+def test_25gaussians_draws_25_equally_likely_clusters_of_the_stated_width():
+    x = SAMPLERS["25gaussians"](25_000, torch.Generator().manual_seed(0)).double()
+    centres = torch.cartesian_prod(*(torch.arange(-2, 3, dtype=torch.float64) * 2 / 2.828,) * 2)
+    nearest = torch.cdist(x, centres).argmin(1)
+    counts = torch.bincount(nearest, minlength=25).double()
+    assert ((counts - 1000).abs() < 5 * (1000 * (1 - 1 / 25)) ** 0.5).all(), counts   # binomial(25 000, 1/25)
+    resid = x - centres[nearest]
+    assert abs(resid.std().item() - 0.05 / 2.828) < 0.02 * 0.05 / 2.828
+    assert resid.mean(0).abs().max() < 5 * 0.05 / 2.828 / 25_000 ** 0.5
+    assert x.abs().max() < BOXES["25gaussians"]

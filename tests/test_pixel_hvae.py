@@ -122,5 +122,6 @@ def test_a_pixelhvae_preset_trains_evaluates_and_samples_through_the_cli(tmp_pat
     out = json.loads((run / "eval.json").read_text())
     assert math.isfinite(out["test_ll"]) and out["test_ll"] < 0 and out["test_ll_samples"] == 4
     assert (run / "samples.png").is_file() and (run / "reconstructions.png").is_file()
+    assert (run / "ll_histogram.png").is_file()
     assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png"), "--quiet"]) == 0
     assert (tmp_path / "s.png").is_file()

@@ -48,7 +48,7 @@ class DataConfig:
 
     name: str = "mnist"
     """mnist | fashion-mnist | binarized-mnist | frey-faces | omniglot | caltech101-silhouettes
-    | histopathology | digits | cifar10 | npz | image-folder | 8gaussians | 2spirals | checkerboard | rings"""
+    | histopathology | digits | cifar10 | npz | image-folder | 8gaussians | 2spirals | checkerboard | rings | 25gaussians"""
     path: Optional[str] = None               # file (npz) or folder (image-folder); else found in the data dir
     binarize: Literal["auto", "dynamic", "none"] = "auto"   # auto: dynamic for MNIST and OMNIGLOT, none otherwise
     image_size: Optional[int] = _range(4, 8192, default=None)   # resize square images (image-folder, cifar10)

@@ -18,6 +18,7 @@ from typing import Optional
 
 from ..config import load_config
 from ..data.toy2d import NAMES as DATASETS
+from ..data.toy2d import PAPER
 from ..errors import UserError
 from .grid import Cell, grouped, mean_std, run_grid, write_table
 
@@ -64,7 +65,7 @@ def rewrite_table(out: Path) -> str:
     return write_table(out, table_and_pictures)
 
 
-def run(out: Path, configs: Path, datasets=DATASETS, methods=DEFAULT_METHODS, seeds: int = 3,
+def run(out: Path, configs: Path, datasets=PAPER, methods=DEFAULT_METHODS, seeds: int = 3,
         iterations: int = 6000, first_seed: Optional[int] = None, work: Optional[Path] = None,
         data_dir=None, log=print, warmup: int = 2000, extra: tuple[str, ...] = ()) -> str:
     """Run every missing cell, then write and return the table. ``extra``: --set overrides for every

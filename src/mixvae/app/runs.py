@@ -360,7 +360,8 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
     """Metrics of a run on a split, chosen by what the run is (explicit arguments override):
 
     - every run: active units, prior mode usage and inactive modes (mixture priors);
-    - likelihood-trained image models: importance-sampled log-likelihood (nats; bits/dim for 8-bit);
+    - likelihood-trained image models: importance-sampled log-likelihood (nats; bits/dim for 8-bit)
+      and its per-image histogram (ll_histogram.png in the run folder), the ELBO's parts;
     - 2D data: histogram KL / JSD (authors' and textbook) and gnELBO, and a density picture;
     - adversarially trained image models: FID of samples and of reconstructions, latent probes.
     ``ll_samples`` / ``fid_samples`` of 0 skip that metric; None means the run's config default.
@@ -389,6 +390,9 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
                     f"{split}_ll_sem": (ll.std() / ll.numel() ** 0.5).item() if ll.numel() > 1 else 0.0,
                     f"{split}_ll_samples": ll_samples, f"{split}_examples": ll.numel(),
                     "ll_seconds": round(time.perf_counter() - t0, 1)})
+        if run.path is not None and proc.is_main:
+            from .viz import save_ll_histogram
+            save_ll_histogram(ll, run.path / "ll_histogram.png", title=f"{split}: {ll.numel()} images, S = {ll_samples}")
         dims = int(torch.tensor(data.shape).prod())
         if data.kind == "8bit" and model.likelihood.is_discrete:
             out["bits_per_dim"] = bits_per_dim(out[f"{split}_ll"], dims)

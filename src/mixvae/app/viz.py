@@ -64,6 +64,25 @@ def save_scatter_2d(points: dict[str, torch.Tensor], path: str | Path, box: floa
     return Path(path)
 
 
+def save_ll_histogram(ll: torch.Tensor, path: str | Path, title: str = "") -> Path:
+    """The per-image test log-likelihoods ``ll`` (N,) in nats as a histogram, with their mean."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    values = ll.double().numpy()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(values, bins=min(100, max(10, len(values) // 20)), color="tab:blue", alpha=0.8)
+    ax.axvline(values.mean(), color="tab:red", linestyle="--", label=f"mean {values.mean():.2f}")
+    ax.set_xlabel("log p(x) per image (nats)")
+    ax.set_ylabel("images")
+    ax.set_title(title or f"{len(values)} images")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def save_density_2d(density: np.ndarray, box: float, path: str | Path, title: str = "") -> Path:
     """A density on a square grid over [-box, box]^2 as an image."""
     import matplotlib

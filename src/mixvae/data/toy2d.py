@@ -1,4 +1,7 @@
-"""The four 2D densities of the introspective-VAE benchmark, as samplers (n, generator) -> (n, 2).
+"""The 2D densities of the introspective-VAE benchmark, as samplers (n, generator) -> (n, 2).
+
+``PAPER``: the four of the prior-learning paper's table; ``25gaussians`` (also in the Soft-IntroVAE
+code) is offered beside them.
 
 Each follows ALGORITHMS.md section 3 (the FFJORD-style generators the papers use); every call
 draws fresh points. ``BOXES`` gives the evaluation square [-b, b]^2 of each.
@@ -9,8 +12,9 @@ import math
 
 import torch
 
-NAMES = ("8gaussians", "2spirals", "checkerboard", "rings")
-BOXES = {"8gaussians": 2.0, "2spirals": 4.0, "checkerboard": 4.0, "rings": 4.0}
+PAPER = ("8gaussians", "2spirals", "checkerboard", "rings")
+NAMES = PAPER + ("25gaussians",)
+BOXES = {"8gaussians": 2.0, "2spirals": 4.0, "checkerboard": 4.0, "rings": 4.0, "25gaussians": 2.0}
 
 
 def eight_gaussians(n: int, g: torch.Generator) -> torch.Tensor:
@@ -19,6 +23,14 @@ def eight_gaussians(n: int, g: torch.Generator) -> torch.Tensor:
     centres = 2.0 * torch.tensor([[1, 0], [-1, 0], [0, 1], [0, -1], [s, s], [s, -s], [-s, s], [-s, -s]])
     idx = torch.randint(0, 8, (n,), generator=g)
     return (centres[idx] + 0.02 * torch.randn(n, 2, generator=g)) / 1.414
+
+
+def twenty_five_gaussians(n: int, g: torch.Generator) -> torch.Tensor:
+    """Centres (2i, 2j) for i, j in {-2..2}, each equally likely, noise N(0, 0.05^2), all / 2.828."""
+    grid = torch.arange(-2, 3, dtype=torch.float32) * 2.0
+    centres = torch.cartesian_prod(grid, grid)                     # (25, 2)
+    idx = torch.randint(0, 25, (n,), generator=g)
+    return (centres[idx] + 0.05 * torch.randn(n, 2, generator=g)) / 2.828
 
 
 def two_spirals(n: int, g: torch.Generator) -> torch.Tensor:
@@ -51,4 +63,5 @@ def rings(n: int, g: torch.Generator) -> torch.Tensor:
     return pts + 0.08 * torch.randn(n, 2, generator=g)
 
 
-SAMPLERS = {"8gaussians": eight_gaussians, "2spirals": two_spirals, "checkerboard": checkerboard, "rings": rings}
+SAMPLERS = {"8gaussians": eight_gaussians, "2spirals": two_spirals, "checkerboard": checkerboard, "rings": rings,
+            "25gaussians": twenty_five_gaussians}
