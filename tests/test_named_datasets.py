@@ -338,18 +338,26 @@ def test_a_missing_file_without_a_recorded_checksum_is_not_downloaded(tmp_path, 
 
 
 # ------------------------------------------------------------------------------ end to end
-def test_train_and_eval_an_omniglot_preset_from_the_cli(tmp_path, capsys):
+@pytest.mark.parametrize("name, write, test_size, pseudo", [
+    ("omniglot", lambda d: write_omniglot(d, n_test=10), 10, [0.05, 0.01]),
+    ("caltech101_silhouettes", lambda d: write_caltech(d), 5, [0.5, 0.02]),
+    ("histopathology", lambda d: write_histopathology(d), 3, [0.4, 0.05]),
+])
+def test_train_and_eval_a_preset_of_each_named_set_from_the_cli(tmp_path, capsys, name, write, test_size, pseudo):
     data = tmp_path / "data"
-    write_omniglot(data, n_test=10)
+    write(data)
     run = tmp_path / "run"
-    over = ["train.max_steps=3", "train.batch_size=10", "train.warmup_epochs=1", "model.hidden=[16,16]",
-            "model.latent_dim=4", "model.prior.components=5", "eval.fid_samples=0", "eval.ll_samples=4"]
-    args = ["train", str(ROOT / "configs/vampprior/vae_vampprior_omniglot.yaml"), "--out", str(run), "--quiet",
-            "--no-eval", "--data-dir", str(data)] + [a for o in over for a in ("--set", o)]
+    over = ["train.max_steps=3", "train.batch_size=3", "train.warmup_epochs=1", "model.hidden=[16,16]",
+            "model.latent_dim=4", "model.prior.components=2", "eval.fid_samples=0", "eval.ll_samples=4"]
+    args = ["train", str(ROOT / f"configs/vampprior/vae_vampprior_{name}.yaml"), "--out", str(run), "--quiet",
+            "--data-dir", str(data)] + [a for o in over for a in ("--set", o)]
     assert main(args) == 0, capsys.readouterr().err
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["model"]["likelihood"] == "bernoulli" and cfg["model"]["prior"]["pseudo_init"] == [0.05, 0.01]
+    kind = "logistic" if name == "histopathology" else "bernoulli"
+    assert cfg["model"]["likelihood"] == kind and cfg["model"]["prior"]["pseudo_init"] == pseudo
+    assert (run / "samples.png").is_file() and (run / "reconstructions.png").is_file()
     capsys.readouterr()
     assert main(["eval", str(run), "--ll-samples", "4", "--json", "--data-dir", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["test_ll_samples"] == 4 and result["test_examples"] == 10 and np.isfinite(result["test_ll"])
+    assert result["test_ll_samples"] == 4 and result["test_examples"] == test_size
+    assert np.isfinite(result["test_ll"]) and result["test_ll"] < 0
