@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import load_config
-from ..data.toy2d import NAMES as DATASETS
-from ..data.toy2d import PAPER
+from ..data.toy2d import NAMES as DATASETS, PAPER
 from ..errors import UserError
 from .grid import Cell, grouped, mean_std, run_grid, write_table
 
