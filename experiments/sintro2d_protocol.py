@@ -1,0 +1,89 @@
+"""The prior-learning paper's 2D table at its own protocol (results/2d_protocol/).
+
+Every cell trains a preset ``configs/sintro/2d_<data>_<method>.yaml`` at its full budget, as
+ALGORITHMS.md section 2 gives it: 30 000 iterations (2 000 of them plain-VAE warm-up, the VampPrior
+-> MoG conversion at 1 900), learning-rate milestones 10k and 15k (not compressed), batch 512,
+Adam 2e-4, the per-data-set betas, fp32, one thread per cell. A cell trains in its results folder,
+so an unfinished cell continues from its committed checkpoints on any machine (``--pack`` before
+committing); a finished one keeps config.yaml, metrics.jsonl, eval.json, model.safetensors,
+curves.png and its pictures (density.png, samples.png), and ``mixvae eval <cell>`` reproduces its
+figures from the weights. The table (``results/2d_protocol/TABLE.md``) is mixvae.app.bench2d's
+table of the finished cells.
+
+    python experiments/sintro2d_protocol.py --seeds 92 93 94 &          # train / continue, evaluate
+    python experiments/sintro2d_protocol.py --methods vae --seeds 95 &  # a subset (one process per core)
+    python experiments/sintro2d_protocol.py --pack                      # before committing unfinished cells
+    python experiments/sintro2d_protocol.py --table-only                # rewrite TABLE.md
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from mixvae.app import bench2d, runs  # noqa: E402
+from mixvae.app.grid import continue_cell, finish_cell, pack_cell, write_table  # noqa: E402
+
+RESULTS = ROOT / "results" / "2d_protocol"
+OVERRIDES = ["train.threads=1"]
+COMMAND = "python experiments/sintro2d_protocol.py --seeds S ..."
+table = functools.partial(bench2d.table_and_pictures, command=COMMAND)
+
+
+def cell_name(data: str, method: str, seed: int, iterations: int) -> str:
+    return f"{data}-{method}-{iterations}it-seed{seed}"
+
+
+def measure(folder: Path, data_dir) -> dict:
+    """The benchmark's evaluation of a finished cell, from its model.safetensors as a user reopens it."""
+    return runs.evaluate(runs.open_run(folder, data_dir, weights=folder / runs.WEIGHTS_FILE))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="*", default=list(bench2d.PAPER), choices=list(bench2d.DATASETS))
+    ap.add_argument("--methods", nargs="*", default=list(bench2d.DEFAULT_METHODS), choices=list(bench2d.METHODS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=[92, 93, 94])
+    ap.add_argument("--iterations", type=int, default=bench2d.PAPER_ITERATIONS,
+                    help="the budget (tests: a tiny one; the table is the paper's at 30 000)")
+    ap.add_argument("--warmup", type=int, default=2000, help="plain-VAE warm-up iterations (tests: a tiny one)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra overrides (tests: a tiny size)")
+    ap.add_argument("--pack", action="store_true", help="make unfinished cells' state ready to commit, then stop")
+    ap.add_argument("--table-only", action="store_true")
+    args = ap.parse_args(argv)
+    os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo
+    budget = bench2d.Budget(args.iterations, args.warmup)
+    cells = [(s, d, m) for s in args.seeds for d in args.datasets for m in args.methods]   # seed first: early rows
+    for seed, data, method in [] if args.table_only else cells:
+        name = cell_name(data, method, seed, args.iterations)
+        folder = args.results / "cells" / name
+        if (folder / "eval.json").is_file() and not (folder / "checkpoints").exists():
+            continue
+        if args.pack:
+            if (folder / "checkpoints").is_dir():
+                pack_cell(folder)
+                print(f"{name}: packed", file=sys.stderr)
+            continue
+        preset = Path("configs/sintro") / bench2d.preset_path(Path("."), data, method).name
+        overrides = budget.overrides(preset) + [f"seed={seed}"] + OVERRIDES + args.overrides
+        continue_cell(folder, preset, overrides, args.data_dir)
+        meta = {"data": data, "method": method, "seed": seed, "iterations": args.iterations, "warmup": budget.warmup,
+                "command": f"python experiments/sintro2d_protocol.py --datasets {data} --methods {method} --seeds {seed}",
+                "train_command": f"mixvae train {preset.as_posix()} " + " ".join(f"--set {o}" for o in overrides)}
+        r = finish_cell(folder, lambda f: measure(f, args.data_dir), meta, args.data_dir)
+        print(f"{name}: KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "
+              f"({r['train_seconds'] / 60:.0f} min training)", file=sys.stderr)
+        write_table(args.results, table)
+    if not args.pack:
+        print(write_table(args.results, table))
+
+
+if __name__ == "__main__":
+    main()
