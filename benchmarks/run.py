@@ -14,6 +14,14 @@ workload's time (100% would mean everything but the matrix products is free).
     python benchmarks/run.py                         # everything (about 10 minutes on 2 cores)
     python benchmarks/run.py --only vae              # workloads whose name contains 'vae'
     python benchmarks/run.py --json out.json --docs docs/performance.md
+    python benchmarks/run.py --device cuda           # the same workloads on a GPU (data on the GPU)
+    python benchmarks/run.py --device cpu --tiny     # every workload once, no baselines (CI: the script works)
+
+On a GPU, each call is timed to its end (``torch.cuda.synchronize``), the peak is the device's
+measured fp32 matmul peak, memory the growth of its peak allocated memory, and the table adds the
+projected wall times of the VampPrior static-MNIST protocol (2000 epochs of 500 steps, training
+steps only: an upper bound, as the protocol stops early) and of the whole 2D table (12 rows x 3
+seeds x 30 000 iterations, every cell at the cost of a learned-prior iteration: an upper bound).
 """
 from __future__ import annotations
 
@@ -36,8 +44,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
+TINY_TIMING = dict(min_time=0.0, warmup=1, min_calls=1)
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work (nothing on a CPU), so that a timed call ends when its work does."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timeit(fn, min_time: float = 2.0, warmup: int = 2, min_calls: int = 5) -> float:
-    """Median seconds per call over at least ``min_calls`` calls lasting at least ``min_time``."""
+    """Median seconds per call over at least ``min_calls`` calls lasting at least ``min_time``
+    (each call timed to the end of its GPU work)."""
+    call = fn
+    fn = lambda: (call(), synchronize())
     for _ in range(warmup):
         fn()
     times = []
@@ -54,12 +74,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def matmul_peak(shapes) -> float:
-    """Best fp32 GFLOP/s over the given (m, k, n) matrix-product shapes."""
+def matmul_peak(shapes, device: str = "cpu", min_time: float = 0.5) -> float:
+    """Best fp32 GFLOP/s over the given (m, k, n) matrix-product shapes on ``device``."""
     best = 0.0
     for m, k, n in shapes:
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        dt = timeit(lambda: a @ b, min_time=0.5)
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        dt = timeit(lambda: a @ b, min_time=min_time)
         best = max(best, 2 * m * k * n / dt / 1e9)
     return best
 
@@ -97,23 +117,33 @@ def matmul_time_at_shapes(fn) -> float | None:
         return None
     total = 0.0
     for (sa, sb), count in shapes.items():
-        a, b = torch.randn(sa), torch.randn(sb)
+        a, b = torch.randn(sa), torch.randn(sb)             # on the default device, as the workload
         op = torch.bmm if len(sa) == 3 else torch.mm
         total += count * timeit(lambda: op(a, b), min_time=0.05, warmup=2, min_calls=5)
     return total
 
 
-def worker(name: str) -> dict:
-    """Run one workload in this (fresh) process and return its measurements."""
+def peak_memory_mb(device: str) -> float:
+    """The process's peak RSS (CPU) or the device's peak allocated memory (GPU), MB."""
+    return torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith("cuda") else peak_rss_mb()
+
+
+def worker(name: str, device: str = "cpu", tiny: bool = False) -> dict:
+    """Run one workload in this (fresh) process and return its measurements. On another device
+    than the CPU, every tensor the workload makes (models, data, noise) is made there."""
     import workloads
+    if device != "cpu":
+        torch.set_default_device(device)
+    workloads.TINY = tiny
     torch.manual_seed(0)
     spec = workloads.WORKLOADS[name]()
-    rss0 = peak_rss_mb()
-    t = timeit(spec.fn, **spec.timing)
-    mem = peak_rss_mb() - rss0
+    timing = TINY_TIMING if tiny else spec.timing
+    mem0 = peak_memory_mb(device)
+    t = timeit(spec.fn, **timing)
+    mem = peak_memory_mb(device) - mem0
     flops = spec.flops if spec.flops is not None else count_flops(spec.fn)
-    mm_time = matmul_time_at_shapes(spec.fn) if spec.matmul_share else None
-    tb = timeit(spec.baseline, **spec.timing) if spec.baseline is not None else None
+    mm_time = matmul_time_at_shapes(spec.fn) if spec.matmul_share and not tiny else None
+    tb = timeit(spec.baseline, **timing) if spec.baseline is not None and not tiny else None
     return {"workload": spec.label, "key": name, "ms": t * 1e3, "baseline_ms": None if tb is None else tb * 1e3,
             "speedup_vs_baseline": None if tb is None else tb / t, "flops": flops, "peak_rss_growth_mb": mem,
             "matmul_share": None if mm_time is None else mm_time / t,
@@ -135,6 +165,7 @@ def interleaved_ratio(numerator: str, denominator: str, rounds: int = 40, calls:
             for _ in range(calls):
                 t = time.perf_counter()
                 spec.fn()
+                synchronize()
                 times[key].append(time.perf_counter() - t)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     return {"ratio": med[numerator] / med[denominator], "ms": {k: v * 1e3 for k, v in med.items()},
@@ -154,28 +185,31 @@ def profile(name: str) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
-def in_fresh_process(job: str) -> dict:
+def in_fresh_process(job: str, device: str = "cpu", tiny: bool = False) -> dict:
     """Run ``--worker job`` (a workload key, or ``ratio:NUM:DEN``) in a new Python process; its JSON."""
-    out = subprocess.run([sys.executable, __file__, "--worker", job], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, "--worker", job, "--device", device] + (["--tiny"] if tiny else []),
+                         capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"benchmark job {job} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(only: str | None) -> dict:
+def run(only: str | None, device: str = "cpu", tiny: bool = False) -> dict:
     import workloads
     torch.manual_seed(0)
     res = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                       "threads": torch.get_num_threads(), "cpu": _cpu_name(), "cores": os.cpu_count()},
-           "command": "python benchmarks/run.py" + (f" --only {only}" if only else ""),
-           "date": time.strftime("%Y-%m-%d")}
-    peak = matmul_peak(PEAK_SHAPES)
+                       "threads": torch.get_num_threads(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+                       "device": device_name(device)},
+           "command": "python benchmarks/run.py" + (f" --only {only}" if only else "")
+                      + (f" --device {device}" if device != "cpu" else "") + (" --tiny" if tiny else ""),
+           "date": time.strftime("%Y-%m-%d"), "device": device}
+    peak = matmul_peak(PEAK_SHAPES[:2] if tiny else PEAK_SHAPES, device, min_time=0.0 if tiny else 0.5)
     res["matmul_peak_gflops"] = peak
     rows = []
     for name in workloads.WORKLOADS:
         if only and only not in name:
             continue
-        row = in_fresh_process(name)
+        row = in_fresh_process(name, device, tiny)
         row["gflops"] = row["flops"] / (row["ms"] / 1e3) / 1e9 if row["flops"] else None
         row["fraction_of_peak"] = row["gflops"] / peak if row["gflops"] else None
         rows.append(row)
@@ -185,10 +219,33 @@ def run(only: str | None) -> dict:
     if "vae_standard" in by and "vae_vampprior" in by:
         a, b = by["vae_standard"], by["vae_vampprior"]
         res["vampprior_over_standard_step"] = b["ms"] / a["ms"]
-        res["vampprior_over_standard_step_baseline"] = b["baseline_ms"] / a["baseline_ms"]
+        res["vampprior_over_standard_step_baseline"] = b["baseline_ms"] / a["baseline_ms"] if not tiny else None
         res["vampprior_over_standard_flops"] = b["flops"] / a["flops"]
-        res["vampprior_over_standard_interleaved"] = in_fresh_process("ratio:vae_vampprior:vae_standard")
+        if not tiny:
+            res["vampprior_over_standard_interleaved"] = in_fresh_process("ratio:vae_vampprior:vae_standard", device)
+    if device != "cpu":
+        res["projections"] = projections(by)
     return res
+
+
+def projections(by: dict) -> dict:
+    """Projected wall times (hours) of the two long tables from the measured step times: upper bounds
+    (steps only; the VampPrior protocol stops early, the VAE and vanilla 2D cells cost less)."""
+    out = {}
+    if "vae_vampprior" in by:
+        out["vampprior_static_protocol_h"] = 2000 * 500 * by["vae_vampprior"]["ms"] / 3.6e6
+    if "sintro_2d" in by:
+        out["table_2d_h"] = 12 * 3 * 30_000 * by["sintro_2d"]["ms"] / 3.6e6
+    return out
+
+
+def device_name(device: str) -> str:
+    """The GPU's name for a CUDA device, else the CPU's."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {device}: no CUDA device is available to this torch ({torch.__version__})")
+        return torch.cuda.get_device_name(torch.device(device))
+    return _cpu_name()
 
 
 def _cpu_name() -> str:
@@ -204,10 +261,13 @@ def _cpu_name() -> str:
 def table(res: dict) -> str:
     m = res["machine"]
     f = lambda v, fmt: "–" if v is None else format(v, fmt)
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), Python "
+    on_gpu = res.get("device", "cpu") != "cpu"
+    where = f"GPU {m['device']} (host: {m['cpu']})" if on_gpu else f"{m['cpu']}, {m['cores']} cores"
+    lines = [f"Machine: {where}, torch {m['torch']} ({m['threads']} threads), Python "
              f"{m['python']}; measured fp32 matmul peak **{res['matmul_peak_gflops']:.1f} GFLOP/s**. "
              f"Command: `{res['command']}` ({res['date']}).", "",
-             "| workload | mixvae ms | plain ms | speed-up | GFLOP/s | % of peak | matmuls alone | peak RSS growth MB | note |",
+             f"| workload | mixvae ms | plain ms | speed-up | GFLOP/s | % of peak | matmuls alone | "
+             f"{'peak GPU memory growth' if on_gpu else 'peak RSS growth'} MB | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in res["workloads"]:
         pct = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
@@ -215,13 +275,19 @@ def table(res: dict) -> str:
                      f"{f(r['speedup_vs_baseline'], '.2f')}x | {f(r['gflops'], '.1f')} | {f(pct, '.0f')} | "
                      f"{f(None if r.get('matmul_share') is None else 100 * r['matmul_share'], '.0f')}{'%' if r.get('matmul_share') else ''} | "
                      f"{r['peak_rss_growth_mb']:.0f} | {r['note']} |")
-    if "vampprior_over_standard_step" in res:
+    if "vampprior_over_standard_interleaved" in res:
         il = res["vampprior_over_standard_interleaved"]
         lines += ["", f"VampPrior(K=500) step / standard-prior step: **{il['ratio']:.2f}** timed alternately in "
                       f"one process ({il['ms']['vae_vampprior']:.2f} / {il['ms']['vae_standard']:.2f} ms, medians of "
                       f"{il['calls']} calls each); {res['vampprior_over_standard_step']:.2f} from the two rows above "
                       f"(separate processes). FLOP ratio {res['vampprior_over_standard_flops']:.2f}; plain "
                       f"implementation {res['vampprior_over_standard_step_baseline']:.2f}."]
+    pr = res.get("projections", {})
+    if pr:
+        lines += ["", "Projected wall time on this device (upper bounds, training steps only): VampPrior static-MNIST "
+                      f"protocol (2000 epochs x 500 steps) {f(pr.get('vampprior_static_protocol_h'), '.2f')} h; whole 2D "
+                      f"table (12 rows x 3 seeds x 30 000 iterations, each at the learned-prior iteration's cost) "
+                      f"{f(pr.get('table_2d_h'), '.2f')} h."]
     return "\n".join(lines)
 
 
@@ -231,17 +297,23 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
     ap.add_argument("--docs", type=Path, default=None, help="write the table into this Markdown file's bench markers")
     ap.add_argument("--profile", default=None, metavar="KEY", help="print torch.profiler's table for one workload")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or a CUDA device such as cuda or cuda:1")
+    ap.add_argument("--tiny", action="store_true", help="every workload once at its smallest size, without baselines (CI)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.device != "cpu":
+        device_name(args.device)                   # one line if there is no such device
     if args.profile:
         profile(args.profile)
         return
     if args.worker:
         is_ratio = args.worker.startswith("ratio:")
-        out = interleaved_ratio(*args.worker.split(":")[1:]) if is_ratio else worker(args.worker)
+        if is_ratio and args.device != "cpu":
+            torch.set_default_device(args.device)
+        out = interleaved_ratio(*args.worker.split(":")[1:]) if is_ratio else worker(args.worker, args.device, args.tiny)
         print(json.dumps(out))
         return
-    res = run(args.only)
+    res = run(args.only, args.device, args.tiny)
     text = table(res)
     print("\n" + text)
     if args.json:

@@ -17,6 +17,7 @@ from mixvae.objectives.base import StepContext
 from mixvae.training.optim import make_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = False      # run.py --tiny: the workloads that scale with a count of images run at a small one
 
 
 @dataclass
@@ -74,7 +75,9 @@ def sintro_2d() -> Workload:
                        "sintro.convert_to_mog_step=null"])
     from mixvae.data import load_dataset
     data = load_dataset("8gaussians")
-    x = data.sampler(512, torch.Generator().manual_seed(0))
+    with torch.device("cpu"):                          # the sampler draws with a CPU generator
+        x = data.sampler(512, torch.Generator().manual_seed(0))
+    x = x.to(torch.get_default_device())
     obj, _, fn = _step(cfg, data, x)
     with torch.no_grad():
         obj.model.prior.logvars.normal_(0, 0.3)        # distinct variances, as after a conversion
@@ -113,10 +116,12 @@ def gamix_iteration(batch: int = 32) -> Workload:
 
 def fid_features(images: int = 50) -> Workload:
     from mixvae.metrics.fid import InceptionFeatures, load_inception
+    images = 2 if TINY else images
+    device = torch.get_default_device()
     x = torch.rand(images, 1, 28, 28)
-    ext = InceptionFeatures()
+    ext = InceptionFeatures(device)
     return Workload(f"FID Inception features, {images} images 28x28 -> 299x299", lambda: ext.features(x),
-                    baselines.inception_features(load_inception(), x), note="InceptionV3 pool features",
+                    baselines.inception_features(load_inception(device), x), note="InceptionV3 pool features",
                     timing=dict(min_time=3.0, warmup=1, min_calls=3), matmul_share=False)
 
 
@@ -125,7 +130,7 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
     "vae_vampprior": lambda: vae_step("vampprior"),
     "hvae_vampprior": lambda: vae_step("vampprior", "hvae"),
     "ll_vampprior": lambda: log_likelihood_workload(8),
-    "ll_memory_512": lambda: log_likelihood_workload(512, memory_only=True),
+    "ll_memory_512": lambda: log_likelihood_workload(16 if TINY else 512, memory_only=True),
     "sintro_2d": sintro_2d,
     "sintro_images": sintro_images,
     "gamix": gamix_iteration,

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.app import bench2d, runs  # noqa: E402
-from mixvae.app.grid import continue_cell, finish_cell, pack_cell, write_table  # noqa: E402
+from mixvae.app.grid import continue_cell, finish_cell, needs_training, write_table  # noqa: E402
 
 RESULTS = ROOT / "results" / "2d_protocol"
 OVERRIDES = ["train.threads=1"]
@@ -64,12 +64,7 @@ def main(argv=None) -> None:
     for seed, data, method in [] if args.table_only else cells:
         name = cell_name(data, method, seed, args.iterations)
         folder = args.results / "cells" / name
-        if (folder / "eval.json").is_file() and not (folder / "checkpoints").exists():
-            continue
-        if args.pack:
-            if (folder / "checkpoints").is_dir():
-                pack_cell(folder)
-                print(f"{name}: packed", file=sys.stderr)
+        if not needs_training(folder, args.pack):
             continue
         preset = Path("configs/sintro") / bench2d.preset_path(Path("."), data, method).name
         overrides = budget.overrides(preset) + [f"seed={seed}"] + OVERRIDES + args.overrides

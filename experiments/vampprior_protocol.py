@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.app import runs  # noqa: E402
-from mixvae.app.grid import continue_cell, finish_cell, pack_cell, write_table  # noqa: E402
+from mixvae.app.grid import continue_cell, finish_cell, needs_training, write_table  # noqa: E402
 
 CELLS = {  # cell -> (label, preset)
     "vae_standard": ("VAE + standard prior", "vae_standard_static_mnist.yaml"),
@@ -113,12 +113,7 @@ def main() -> None:
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo
     for key in [] if args.table_only else args.cells:
         folder = args.results / "cells" / key
-        if (folder / "eval.json").is_file() and not (folder / "checkpoints").exists():
-            continue
-        if args.pack:
-            if (folder / "checkpoints").is_dir():
-                pack_cell(folder)
-                print(f"{key}: packed", file=sys.stderr)
+        if not needs_training(folder, args.pack):
             continue
         preset = Path("configs/vampprior") / CELLS[key][1]
         overrides = OVERRIDES + args.overrides

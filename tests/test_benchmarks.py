@@ -107,3 +107,33 @@ def test_ratio_worker_prints_one_ratio_and_stops(monkeypatch, capsys):
     assert all(math.isfinite(v) and v > 0 for v in res["ms"].values())
     assert math.isfinite(res["ratio"]) and res["ratio"] > 0
     assert res["ratio"] == pytest.approx(res["ms"]["vae_vampprior"] / res["ms"]["vae_standard"], rel=1e-9)
+
+
+def test_tiny_cpu_run_measures_every_workload(tmp_path):
+    """`run.py --device cpu --tiny` (the script CI runs for `--device cuda`'s code path) measures each
+    workload once in its own process and writes them all; it times no baselines."""
+    import subprocess
+    out = tmp_path / "tiny.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--device", "cpu", "--tiny", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert [r["key"] for r in res["workloads"]] == list(workloads.WORKLOADS)
+    assert all(math.isfinite(r["ms"]) and r["ms"] > 0 and r["baseline_ms"] is None for r in res["workloads"])
+    assert res["device"] == "cpu" and "--tiny" in res["command"] and "projections" not in res
+    assert "| workload |" in proc.stdout
+
+
+def test_projections_are_the_step_times_times_the_protocols_step_counts():
+    run = load_run_module()
+    p = run.projections({"vae_vampprior": {"ms": 3.6}, "sintro_2d": {"ms": 1.0}})
+    assert p["vampprior_static_protocol_h"] == pytest.approx(2000 * 500 * 3.6e-3 / 3600)
+    assert p["table_2d_h"] == pytest.approx(12 * 3 * 30_000 * 1e-3 / 3600)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_device_cuda_without_a_gpu_is_one_line(monkeypatch):
+    run = load_run_module()
+    monkeypatch.setattr(sys, "argv", ["run.py", "--device", "cuda"])
+    with pytest.raises(SystemExit, match="no CUDA device is available"):
+        run.main()

@@ -80,3 +80,29 @@ def test_gamix_table_script_tiny(tmp_path, fake_data):
     for cell in (tmp_path / "r" / "cells").glob("*/eval.json"):
         r = json.loads(cell.read_text())
         assert r["psnr"] > 0 and len(r["latent_stats"]["sigma2"]) == 32
+
+
+def test_2d_protocol_script_tiny_keeps_cells_that_mixvae_eval_reproduces(tmp_path, capsys):
+    """experiments/sintro2d_protocol.py at a tiny budget: each cell trains in its results folder,
+    keeps its weights (no checkpoints once finished), the table names the script, and `mixvae eval
+    <cell>` gives the cell's figures again from the kept weights."""
+    results = tmp_path / "2d_protocol"
+    cmd = [sys.executable, str(ROOT / "experiments" / "sintro2d_protocol.py"), "--datasets", "rings", "--methods",
+           "vae", "learned_prior", "--seeds", "7", "--iterations", "16", "--warmup", "6", "--results", str(results),
+           "--set", "eval.toy_grid=32", "--set", "data.epoch_size=8"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cells = sorted((results / "cells").iterdir())
+    assert [c.name for c in cells] == ["rings-learned_prior-16it-seed7", "rings-vae-16it-seed7"]
+    for c in cells:
+        assert {"eval.json", "model.safetensors", "config.yaml", "density.png", "curves.png"} <= {p.name for p in c.iterdir()}
+        assert not (c / "checkpoints").exists()
+    table = (results / "TABLE.md").read_text()
+    assert "experiments/sintro2d_protocol.py" in table and "compressed" in table   # 16 iterations: compressed
+    kept = json.loads((cells[0] / "eval.json").read_text())
+    assert kept["steps"] == 16 and kept["seed"] == 7 and kept["method"] == "learned_prior"
+    capsys.readouterr()
+    assert main(["eval", str(cells[0]), "--json", "--quiet"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for k in ("kl", "jsd", "kl_mass", "jsd_mass", "gnelbo"):
+        assert again[k] == pytest.approx(kept[k], rel=1e-6, abs=1e-9), k

@@ -13,6 +13,7 @@ import json
 import shutil
 import statistics
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -174,6 +175,19 @@ def pack_cell(folder: Path) -> None:
             save_checkpoint(weights_only(state), best)
     for junk in list(ckpts.glob("*.prev.pt")) + list(ckpts.glob(".*.tmp")):
         junk.unlink()
+
+
+def needs_training(folder: Path, pack: bool) -> bool:
+    """Whether a long cell is to be trained now: not if it is finished (eval.json, no checkpoints),
+    nor when packing (``--pack``: an unfinished cell is packed with :func:`pack_cell` instead)."""
+    if (folder / "eval.json").is_file() and not (folder / "checkpoints").exists():
+        return False
+    if pack:
+        if (folder / "checkpoints").is_dir():
+            pack_cell(folder)
+            print(f"{folder.name}: packed", file=sys.stderr)
+        return False
+    return True
 
 
 def finish_cell(folder: Path, evaluate: Callable[[Path], dict], meta: Optional[dict] = None,
