@@ -7,11 +7,13 @@ Adam 2e-4, the per-data-set betas, fp32, one thread per cell. A cell trains in i
 so an unfinished cell continues from its committed checkpoints on any machine (``--pack`` before
 committing); a finished one keeps config.yaml, metrics.jsonl, eval.json, model.safetensors,
 curves.png and its pictures (density.png, samples.png), and ``mixvae eval <cell>`` reproduces its
-figures from the weights. The table (``results/2d_protocol/TABLE.md``) is mixvae.app.bench2d's
-table of the finished cells.
+figures from the weights. Several processes can run the same command: each skips the cells another
+one is training (their folders' locks) and takes the next. The table
+(``results/2d_protocol/TABLE.md``) is mixvae.app.bench2d's table of the finished cells.
 
-    python experiments/sintro2d_protocol.py --seeds 92 93 94 &          # train / continue, evaluate
-    python experiments/sintro2d_protocol.py --methods vae --seeds 95 &  # a subset (one process per core)
+    python experiments/sintro2d_protocol.py &                           # train / continue, evaluate
+    python experiments/sintro2d_protocol.py &                           # a second process on the other core
+    python experiments/sintro2d_protocol.py --methods vae --seeds 95    # a subset
     python experiments/sintro2d_protocol.py --pack                      # before committing unfinished cells
     python experiments/sintro2d_protocol.py --table-only                # rewrite TABLE.md
 """
@@ -65,6 +67,9 @@ def main(argv=None) -> None:
         name = cell_name(data, method, seed, args.iterations)
         folder = args.results / "cells" / name
         if not needs_training(folder, args.pack):
+            continue
+        if runs.holder_of(folder) is not None:     # another process trains it: take the next cell
+            print(f"{name}: trained by process {runs.holder_of(folder)}, skipped", file=sys.stderr)
             continue
         preset = Path("configs/sintro") / bench2d.preset_path(Path("."), data, method).name
         overrides = budget.overrides(preset) + [f"seed={seed}"] + OVERRIDES + args.overrides

@@ -106,3 +106,19 @@ def test_2d_protocol_script_tiny_keeps_cells_that_mixvae_eval_reproduces(tmp_pat
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for k in ("kl", "jsd", "kl_mass", "jsd_mass", "gnelbo"):
         assert again[k] == pytest.approx(kept[k], rel=1e-6, abs=1e-9), k
+
+
+def test_2d_protocol_script_leaves_a_cell_another_process_trains(tmp_path):
+    """Two processes of the protocol script share the cells: one whose folder is locked by another
+    live process is skipped (named on stderr), the next one is trained."""
+    from mixvae.app.runs import RunLock
+    results = tmp_path / "2d_protocol"
+    busy = results / "cells" / "rings-vae-16it-seed7"
+    with RunLock(busy):                      # this test process holds it, as a second script would
+        proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "sintro2d_protocol.py"), "--datasets", "rings",
+                               "--methods", "vae", "--seeds", "7", "8", "--iterations", "16", "--warmup", "6",
+                               "--results", str(results), "--set", "eval.toy_grid=32", "--set", "data.epoch_size=8"],
+                              capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"rings-vae-16it-seed7: trained by process {os.getpid()}, skipped" in proc.stderr
+    assert not (busy / "eval.json").exists() and (results / "cells" / "rings-vae-16it-seed8" / "eval.json").exists()

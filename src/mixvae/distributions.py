@@ -173,6 +173,11 @@ def standard_normal(dim: int, device=None, dtype=None) -> DiagonalGaussian:
 _EXPANSION_TOL = 1e-4      # nats: largest estimated rounding error of the matrix form that is kept
 _RELEVANCE_GAP = 50.0      # nats: terms further below a row's largest move neither value nor gradient
 _DIRECT_CHUNK = 1 << 16    # (pair, dimension) elements the direct sums evaluate at once
+# Features [z^2, z] at most this wide (D <= 4): the backward's two products per block, r @ W and
+# r^T @ F, whose outputs are then only 2D columns wide, are taken as (W^T r^T)^T and F^T r, with wide
+# outputs: 2 to 7x faster on a CPU (measured for blocks of 131 to 16 384 rows, K = 8 to 1000; from
+# 2D = 16 on, both orientations cost the same).
+_NARROW_FEATURES = 8
 
 
 def _gaussian_linear_form(means: torch.Tensor, logvars: torch.Tensor, offset: torch.Tensor | None):
@@ -412,7 +417,9 @@ class _MixtureLogSumExp(torch.autograd.Function):
         feats, weights, const, out, *pairs = ctx.saved_tensors
         need_f, need_w, need_c, need_z, need_m, need_l, need_o = ctx.needs_input_grad[:7]
         g_feats = torch.empty_like(feats) if need_f else None
-        g_weights = torch.zeros_like(weights) if need_w else None
+        narrow = feats.shape[1] <= _NARROW_FEATURES
+        g_weights = torch.zeros_like(weights) if need_w and not narrow else None
+        g_weights_t = weights.new_zeros(weights.shape[1], weights.shape[0]) if need_w and narrow else None
         g_const = torch.zeros_like(const) if need_c else None
         if pairs:
             z, means, logvars, pn, pk, pv = pairs
@@ -433,12 +440,20 @@ class _MixtureLogSumExp(torch.autograd.Function):
             if pairs:
                 g_pairs[s] = r[n, k]
                 r[n, k] = 0.0                         # their gradient goes by the direct sum below
-            if need_f:
-                torch.mm(r, weights, out=g_feats[i:i + ctx.rows])
-            if need_w:
-                g_weights.addmm_(r.T, f)
+            if need_f:                # dL/dF = r @ W; narrow F: as (W^T r^T)^T (see _NARROW_FEATURES)
+                if narrow:
+                    g_feats[i:i + ctx.rows] = torch.mm(weights.T, r.T).T
+                else:
+                    torch.mm(r, weights, out=g_feats[i:i + ctx.rows])
+            if need_w:                # dL/dW = r^T @ F, accumulated transposed for a narrow F
+                if narrow:
+                    g_weights_t.addmm_(f.T, r)
+                else:
+                    g_weights.addmm_(r.T, f)
             if need_c:
                 g_const.add_(r.sum(0))
+        if g_weights_t is not None:
+            g_weights = g_weights_t.T
         if not pairs:
             return g_feats, g_weights, g_const, None, None, None, None, None, None, None, None
         g_z = torch.zeros_like(z) if need_z else None
