@@ -74,11 +74,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def matmul_peak(shapes, device: str = "cpu", min_time: float = 0.5) -> float:
-    """Best fp32 GFLOP/s over the given (m, k, n) matrix-product shapes on ``device``."""
+def matmul_peak(shapes, device: str = "cpu", min_time: float = 0.5, dtype: torch.dtype = torch.float32) -> float:
+    """Best GFLOP/s over the given (m, k, n) matrix-product shapes on ``device`` in ``dtype``."""
     best = 0.0
     for m, k, n in shapes:
-        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
         dt = timeit(lambda: a @ b, min_time=min_time)
         best = max(best, 2 * m * k * n / dt / 1e9)
     return best
@@ -107,7 +107,7 @@ def matmul_time_at_shapes(fn) -> float | None:
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func in (aten.mm.default, aten.addmm.default, aten.bmm.default):
                 a, b = (args[1], args[2]) if func is aten.addmm.default else (args[0], args[1])
-                key = (tuple(a.shape), tuple(b.shape))
+                key = (tuple(a.shape), tuple(b.shape), a.dtype)
                 shapes[key] = shapes.get(key, 0) + 1
             return func(*args, **(kwargs or {}))
 
@@ -116,8 +116,8 @@ def matmul_time_at_shapes(fn) -> float | None:
     if not shapes:
         return None
     total = 0.0
-    for (sa, sb), count in shapes.items():
-        a, b = torch.randn(sa), torch.randn(sb)             # on the default device, as the workload
+    for (sa, sb, dtype), count in shapes.items():
+        a, b = torch.randn(sa, dtype=dtype), torch.randn(sb, dtype=dtype)   # on the default device, as the workload
         op = torch.bmm if len(sa) == 3 else torch.mm
         total += count * timeit(lambda: op(a, b), min_time=0.05, warmup=2, min_calls=5)
     return total
@@ -128,23 +128,26 @@ def peak_memory_mb(device: str) -> float:
     return torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith("cuda") else peak_rss_mb()
 
 
-def worker(name: str, device: str = "cpu", tiny: bool = False) -> dict:
+def worker(name: str, device: str = "cpu", tiny: bool = False, precision: str = "fp32") -> dict:
     """Run one workload in this (fresh) process and return its measurements. On another device
-    than the CPU, every tensor the workload makes (models, data, noise) is made there."""
+    than the CPU, every tensor the workload makes (models, data, noise) is made there. The plain
+    baseline is timed in fp32 only; a workload without a bf16 form returns ``{"skipped": ...}``."""
     import workloads
     if device != "cpu":
         torch.set_default_device(device)
-    workloads.TINY = tiny
+    workloads.TINY, workloads.PRECISION = tiny, precision
     torch.manual_seed(0)
     spec = workloads.WORKLOADS[name]()
+    if precision != "fp32" and not spec.bf16:
+        return {"key": name, "precision": precision, "skipped": "always measured in float32"}
     timing = TINY_TIMING if tiny else spec.timing
     mem0 = peak_memory_mb(device)
     t = timeit(spec.fn, **timing)
     mem = peak_memory_mb(device) - mem0
     flops = spec.flops if spec.flops is not None else count_flops(spec.fn)
     mm_time = matmul_time_at_shapes(spec.fn) if spec.matmul_share and not tiny else None
-    tb = timeit(spec.baseline, **timing) if spec.baseline is not None and not tiny else None
-    return {"workload": spec.label, "key": name, "ms": t * 1e3, "baseline_ms": None if tb is None else tb * 1e3,
+    tb = timeit(spec.baseline, **timing) if spec.baseline is not None and not tiny and precision == "fp32" else None
+    return {"workload": spec.label, "key": name, "precision": precision, "ms": t * 1e3, "baseline_ms": None if tb is None else tb * 1e3,
             "speedup_vs_baseline": None if tb is None else tb / t, "flops": flops, "peak_rss_growth_mb": mem,
             "matmul_share": None if mm_time is None else mm_time / t,
             "note": spec.note}
@@ -172,6 +175,29 @@ def interleaved_ratio(numerator: str, denominator: str, rounds: int = 40, calls:
             "calls": rounds * calls}
 
 
+def interleaved_precision_ratio(name: str, rounds: int = 20, calls: int = 5) -> dict:
+    """fp32 time over bf16 time of one workload, the two built side by side in one process and
+    timed alternately (as :func:`interleaved_ratio`): the bf16 speed-up free of machine drift."""
+    import workloads
+    specs = {}
+    for p in ("fp32", "bf16"):
+        workloads.PRECISION = p
+        torch.manual_seed(0)
+        specs[p] = workloads.WORKLOADS[name]()
+    for _ in range(3):
+        specs["fp32"].fn(), specs["bf16"].fn()
+    times = {p: [] for p in specs}
+    for _ in range(rounds):
+        for p, spec in specs.items():
+            for _ in range(calls):
+                t = time.perf_counter()
+                spec.fn()
+                synchronize()
+                times[p].append(time.perf_counter() - t)
+    med = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    return {"ratio": med["fp32"] / med["bf16"], "ms": med, "calls": rounds * calls}
+
+
 def profile(name: str) -> None:
     """Where one workload's time goes (operators by self CPU time over 3 calls, after a warm-up)."""
     import workloads
@@ -185,37 +211,49 @@ def profile(name: str) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
-def in_fresh_process(job: str, device: str = "cpu", tiny: bool = False) -> dict:
+def in_fresh_process(job: str, device: str = "cpu", tiny: bool = False, precision: str = "fp32") -> dict:
     """Run ``--worker job`` (a workload key, or ``ratio:NUM:DEN``) in a new Python process; its JSON."""
-    out = subprocess.run([sys.executable, __file__, "--worker", job, "--device", device] + (["--tiny"] if tiny else []),
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, "--worker", job, "--device", device, "--precision", precision]
+                         + (["--tiny"] if tiny else []), capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"benchmark job {job} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(only: str | None, device: str = "cpu", tiny: bool = False) -> dict:
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def run(only: str | None, device: str = "cpu", tiny: bool = False, precisions=("fp32", "bf16")) -> dict:
+    """Every workload (whose key contains ``only``) in each of ``precisions``, each in a fresh process."""
     import workloads
     torch.manual_seed(0)
     res = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                        "threads": torch.get_num_threads(), "cpu": _cpu_name(), "cores": os.cpu_count(),
-                       "device": device_name(device)},
+                       "device": device_name(device), "bf16_support": bf16_support(device)},
            "command": "python benchmarks/run.py" + (f" --only {only}" if only else "")
-                      + (f" --device {device}" if device != "cpu" else "") + (" --tiny" if tiny else ""),
+                      + (f" --device {device}" if device != "cpu" else "") + (" --tiny" if tiny else "")
+                      + (f" --precision {' '.join(precisions)}" if tuple(precisions) != ("fp32", "bf16") else ""),
            "date": time.strftime("%Y-%m-%d"), "device": device}
-    peak = matmul_peak(PEAK_SHAPES[:2] if tiny else PEAK_SHAPES, device, min_time=0.0 if tiny else 0.5)
-    res["matmul_peak_gflops"] = peak
+    peaks = {p: matmul_peak(PEAK_SHAPES[:2] if tiny else PEAK_SHAPES, device, min_time=0.0 if tiny else 0.5,
+                            dtype=DTYPES[p]) for p in precisions}
+    res["matmul_peak_gflops"] = peaks.get("fp32")
+    res["matmul_peak_gflops_by_precision"] = peaks
     rows = []
     for name in workloads.WORKLOADS:
         if only and only not in name:
             continue
-        row = in_fresh_process(name, device, tiny)
-        row["gflops"] = row["flops"] / (row["ms"] / 1e3) / 1e9 if row["flops"] else None
-        row["fraction_of_peak"] = row["gflops"] / peak if row["gflops"] else None
-        rows.append(row)
-        print(f"  measured {name}: {row['ms']:.1f} ms", file=sys.stderr, flush=True)
+        for p in precisions:
+            row = in_fresh_process(name, device, tiny, p)
+            if "skipped" in row:
+                continue
+            row["gflops"] = row["flops"] / (row["ms"] / 1e3) / 1e9 if row["flops"] else None
+            row["fraction_of_peak"] = row["gflops"] / peaks[p] if row["gflops"] else None
+            fp32 = next((r for r in rows if r["key"] == name and r["precision"] == "fp32"), None)
+            row["speedup_vs_fp32"] = fp32["ms"] / row["ms"] if fp32 is not None and p != "fp32" else None
+            rows.append(row)
+            print(f"  measured {name} ({p}): {row['ms']:.1f} ms", file=sys.stderr, flush=True)
     res["workloads"] = rows
-    by = {r["key"]: r for r in rows}
+    by = {r["key"]: r for r in rows if r["precision"] == precisions[0]}
     if "vae_standard" in by and "vae_vampprior" in by:
         a, b = by["vae_standard"], by["vae_vampprior"]
         res["vampprior_over_standard_step"] = b["ms"] / a["ms"]
@@ -223,8 +261,11 @@ def run(only: str | None, device: str = "cpu", tiny: bool = False) -> dict:
         res["vampprior_over_standard_flops"] = b["flops"] / a["flops"]
         if not tiny:
             res["vampprior_over_standard_interleaved"] = in_fresh_process("ratio:vae_vampprior:vae_standard", device)
+    if "bf16" in precisions and not tiny:   # the bf16 goals' two steps, timed alternately with fp32
+        res["bf16_speedup_interleaved"] = {k: in_fresh_process(f"precision:{k}", device)
+                                           for k in ("vae_vampprior", "vae_standard") if k in by}
     if device != "cpu":
-        res["projections"] = projections(by)
+        res["projections"] = {p: projections({r["key"]: r for r in rows if r["precision"] == p}) for p in precisions}
     return res
 
 
@@ -248,6 +289,22 @@ def device_name(device: str) -> str:
     return _cpu_name()
 
 
+def bf16_support(device: str) -> str:
+    """What the hardware offers for bf16 matrix products, in words (CPU flags or the GPU's answer)."""
+    if device.startswith("cuda"):
+        return "bf16 tensor cores" if torch.cuda.is_bf16_supported() else "no bf16 support"
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if "amx_bf16" in flags:
+        return "bf16 matrix units (AMX)"
+    if "avx512_bf16" in flags:
+        return "AVX-512 BF16 dot-product instructions, no bf16 matrix units (no AMX)"
+    return "no bf16 instructions (bf16 products are converted to fp32)"
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -263,31 +320,40 @@ def table(res: dict) -> str:
     f = lambda v, fmt: "–" if v is None else format(v, fmt)
     on_gpu = res.get("device", "cpu") != "cpu"
     where = f"GPU {m['device']} (host: {m['cpu']})" if on_gpu else f"{m['cpu']}, {m['cores']} cores"
-    lines = [f"Machine: {where}, torch {m['torch']} ({m['threads']} threads), Python "
-             f"{m['python']}; measured fp32 matmul peak **{res['matmul_peak_gflops']:.1f} GFLOP/s**. "
+    peaks = res.get("matmul_peak_gflops_by_precision") or {"fp32": res["matmul_peak_gflops"]}
+    peak_text = "; ".join(f"{p} **{v:.1f} GFLOP/s**" for p, v in peaks.items())
+    lines = [f"Machine: {where}, torch {m['torch']} ({m['threads']} threads), Python {m['python']}; "
+             f"bf16: {m.get('bf16_support', 'not measured')}; measured matmul peak {peak_text}. "
              f"Command: `{res['command']}` ({res['date']}).", "",
-             f"| workload | mixvae ms | plain ms | speed-up | GFLOP/s | % of peak | matmuls alone | "
+             f"| workload | precision | mixvae ms | plain fp32 ms | speed-up | bf16 over fp32 | GFLOP/s | "
+             f"% of its peak | matmuls alone | "
              f"{'peak GPU memory growth' if on_gpu else 'peak RSS growth'} MB | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["workloads"]:
         pct = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
-        lines.append(f"| {r['workload']} | {r['ms']:.2f} | {f(r['baseline_ms'], '.2f')} | "
-                     f"{f(r['speedup_vs_baseline'], '.2f')}x | {f(r['gflops'], '.1f')} | {f(pct, '.0f')} | "
-                     f"{f(None if r.get('matmul_share') is None else 100 * r['matmul_share'], '.0f')}{'%' if r.get('matmul_share') else ''} | "
+        share = r.get("matmul_share")
+        lines.append(f"| {r['workload']} | {r.get('precision', 'fp32')} | {r['ms']:.2f} | {f(r['baseline_ms'], '.2f')} | "
+                     f"{f(r['speedup_vs_baseline'], '.2f')}x | {f(r.get('speedup_vs_fp32'), '.2f')}"
+                     f"{'x' if r.get('speedup_vs_fp32') else ''} | {f(r['gflops'], '.1f')} | {f(pct, '.0f')} | "
+                     f"{f(None if share is None else 100 * share, '.0f')}{'%' if share else ''} | "
                      f"{r['peak_rss_growth_mb']:.0f} | {r['note']} |")
     if "vampprior_over_standard_interleaved" in res:
         il = res["vampprior_over_standard_interleaved"]
-        lines += ["", f"VampPrior(K=500) step / standard-prior step: **{il['ratio']:.2f}** timed alternately in "
+        lines += ["", f"VampPrior(K=500) step / standard-prior step (fp32): **{il['ratio']:.2f}** timed alternately in "
                       f"one process ({il['ms']['vae_vampprior']:.2f} / {il['ms']['vae_standard']:.2f} ms, medians of "
                       f"{il['calls']} calls each); {res['vampprior_over_standard_step']:.2f} from the two rows above "
                       f"(separate processes). FLOP ratio {res['vampprior_over_standard_flops']:.2f}; plain "
                       f"implementation {res['vampprior_over_standard_step_baseline']:.2f}."]
-    pr = res.get("projections", {})
-    if pr:
-        lines += ["", "Projected wall time on this device (upper bounds, training steps only): VampPrior static-MNIST "
-                      f"protocol (2000 epochs x 500 steps) {f(pr.get('vampprior_static_protocol_h'), '.2f')} h; whole 2D "
-                      f"table (12 rows x 3 seeds x 30 000 iterations, each at the learned-prior iteration's cost) "
-                      f"{f(pr.get('table_2d_h'), '.2f')} h."]
+    for key, il in (res.get("bf16_speedup_interleaved") or {}).items():
+        label = next(r["workload"] for r in res["workloads"] if r["key"] == key)
+        lines += ["", f"{label}: bf16 **{il['ratio']:.2f}x** faster than fp32 timed alternately in one process "
+                      f"({il['ms']['fp32']:.2f} / {il['ms']['bf16']:.2f} ms, medians of {il['calls']} calls each)."]
+    for p, pr in (res.get("projections") or {}).items():
+        if pr:
+            lines += ["", f"Projected wall time on this device in {p} (upper bounds, training steps only): VampPrior "
+                          f"static-MNIST protocol (2000 epochs x 500 steps) {f(pr.get('vampprior_static_protocol_h'), '.2f')} h; "
+                          f"whole 2D table (12 rows x 3 seeds x 30 000 iterations, each at the learned-prior iteration's "
+                          f"cost) {f(pr.get('table_2d_h'), '.2f')} h."]
     return "\n".join(lines)
 
 
@@ -299,6 +365,8 @@ def main() -> None:
     ap.add_argument("--profile", default=None, metavar="KEY", help="print torch.profiler's table for one workload")
     ap.add_argument("--device", default="cpu", help="cpu (default) or a CUDA device such as cuda or cuda:1")
     ap.add_argument("--tiny", action="store_true", help="every workload once at its smallest size, without baselines (CI)")
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES),
+                    help="measure every workload in each of these (default: fp32 and bf16)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.device != "cpu":
@@ -307,13 +375,15 @@ def main() -> None:
         profile(args.profile)
         return
     if args.worker:
-        is_ratio = args.worker.startswith("ratio:")
-        if is_ratio and args.device != "cpu":
+        kind, _, rest = args.worker.partition(":")
+        if rest and args.device != "cpu":
             torch.set_default_device(args.device)
-        out = interleaved_ratio(*args.worker.split(":")[1:]) if is_ratio else worker(args.worker, args.device, args.tiny)
+        out = (interleaved_ratio(*rest.split(":")) if kind == "ratio" else
+               interleaved_precision_ratio(rest) if kind == "precision" else
+               worker(args.worker, args.device, args.tiny, args.precision[0]))
         print(json.dumps(out))
         return
-    res = run(args.only, args.device, args.tiny)
+    res = run(args.only, args.device, args.tiny, tuple(args.precision))
     text = table(res)
     print("\n" + text)
     if args.json:

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import torch
 
 import baselines
+from mixvae import precision
 from mixvae.config import config_from_dict, load_config
 from mixvae.data.datasets import Dataset, Split
 from mixvae.factory import build_model, build_objective
@@ -18,6 +19,16 @@ from mixvae.training.optim import make_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = False      # run.py --tiny: the workloads that scale with a count of images run at a small one
+PRECISION = "fp32"   # run.py --precision: every workload runs under precision.autocast(device, PRECISION)
+
+
+def in_precision(fn: Callable[[], object]) -> Callable[[], object]:
+    """fn run in PRECISION on the default device, as the training loop and the evaluation run it."""
+    device, p = torch.get_default_device(), PRECISION
+    def call():
+        with precision.autocast(device, p):
+            return fn()
+    return call
 
 
 @dataclass
@@ -29,6 +40,7 @@ class Workload:
     note: str = ""
     timing: dict = field(default_factory=dict)
     matmul_share: bool = True              # time the matrix products alone at their shapes (MLP workloads)
+    bf16: bool = True                      # also measured in bf16 (FID features are always float32)
 
 
 def fake_images(n: int, shape=(1, 28, 28), binary: bool = True) -> Dataset:
@@ -41,7 +53,9 @@ def _step(cfg, data, x, in_warmup=False):
     model = build_model(cfg, data)
     obj = build_objective(cfg, model)
     opts = {k: make_optimizer(cfg.train.optimizer, v, cfg.train.lr, cfg.train.betas) for k, v in obj.players().items()}
-    return obj, opts, (lambda: obj.step(x, StepContext(1000, 10, 1.0, opts, in_warmup=in_warmup)))
+    for o in opts.values():
+        precision.clear_casts_after_steps(o)       # as the loop does under bf16 (a no-op in fp32)
+    return obj, opts, in_precision(lambda: obj.step(x, StepContext(1000, 10, 1.0, opts, in_warmup=in_warmup)))
 
 
 def vae_step(prior: str, arch: str = "vae") -> Workload:
@@ -58,7 +72,7 @@ def log_likelihood_workload(images: int = 8, memory_only: bool = False) -> Workl
     cfg = config_from_dict({"model": {"arch": "vae", "prior": {"kind": "vampprior", "components": 500}}})
     model = build_model(cfg, fake_images(10)).eval()
     x = fake_images(images).test.get()
-    fn = lambda: log_likelihood(model, x, 5000)
+    fn = in_precision(lambda: log_likelihood(model, x, 5000))
     if memory_only:
         return Workload(f"log-likelihood, S=5000, VampPrior, {images} images (memory)", fn,
                         note="one call: peak memory does not grow with the number of images",
@@ -122,7 +136,7 @@ def fid_features(images: int = 50) -> Workload:
     ext = InceptionFeatures(device)
     return Workload(f"FID Inception features, {images} images 28x28 -> 299x299", lambda: ext.features(x),
                     baselines.inception_features(load_inception(device), x), note="InceptionV3 pool features",
-                    timing=dict(min_time=3.0, warmup=1, min_calls=3), matmul_share=False)
+                    timing=dict(min_time=3.0, warmup=1, min_calls=3), matmul_share=False, bf16=False)
 
 
 WORKLOADS: dict[str, Callable[[], Workload]] = {

@@ -37,10 +37,13 @@ def load_run_module():
 
 
 def optimizers_of(fn) -> list[torch.optim.Optimizer]:
-    """The optimizers a workload's closure steps (held directly, or in a dict of players)."""
+    """The optimizers a workload's closure steps (held directly, in a dict of players, or by a
+    function it wraps, e.g. workloads.in_precision)."""
     found = []
     for cell in fn.__closure__ or ():
         v = cell.cell_contents
+        if inspect.isfunction(v):
+            found += optimizers_of(v)
         for o in (v.values() if isinstance(v, dict) else [v]):
             if isinstance(o, torch.optim.Optimizer):
                 found.append(o)
@@ -109,19 +112,39 @@ def test_ratio_worker_prints_one_ratio_and_stops(monkeypatch, capsys):
     assert res["ratio"] == pytest.approx(res["ms"]["vae_vampprior"] / res["ms"]["vae_standard"], rel=1e-9)
 
 
+def test_precision_worker_times_fp32_and_bf16_alternately(monkeypatch, capsys):
+    run = load_run_module()
+    real = run.interleaved_precision_ratio
+    monkeypatch.setattr(run, "interleaved_precision_ratio", lambda name: real(name, rounds=2, calls=1))
+    monkeypatch.setattr(sys, "argv", ["run.py", "--worker", "precision:vae_standard"])
+    run.main()
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["calls"] == 2 and set(res["ms"]) == {"fp32", "bf16"}
+    assert res["ratio"] == pytest.approx(res["ms"]["fp32"] / res["ms"]["bf16"], rel=1e-9)
+
+
 def test_tiny_cpu_run_measures_every_workload(tmp_path):
     """`run.py --device cpu --tiny` (the script CI runs for `--device cuda`'s code path) measures each
-    workload once in its own process and writes them all; it times no baselines."""
+    workload once in its own process, in fp32 and (where it has a bf16 form) in bf16, and writes them
+    all with each precision's own peak; it times no baselines."""
     import subprocess
     out = tmp_path / "tiny.json"
     proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--device", "cpu", "--tiny", "--json", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert [r["key"] for r in res["workloads"]] == list(workloads.WORKLOADS)
+    want = [(k, p) for k in workloads.WORKLOADS for p in ("fp32", "bf16") if p == "fp32" or workloads.WORKLOADS[k] is not
+            workloads.WORKLOADS["fid_features"]]
+    assert [(r["key"], r["precision"]) for r in res["workloads"]] == want
     assert all(math.isfinite(r["ms"]) and r["ms"] > 0 and r["baseline_ms"] is None for r in res["workloads"])
+    bf16 = [r for r in res["workloads"] if r["precision"] == "bf16"]
+    assert all(r["speedup_vs_fp32"] > 0 for r in bf16)
+    peaks = res["matmul_peak_gflops_by_precision"]
+    for r in res["workloads"]:
+        if r["gflops"]:
+            assert r["fraction_of_peak"] == pytest.approx(r["gflops"] / peaks[r["precision"]])
     assert res["device"] == "cpu" and "--tiny" in res["command"] and "projections" not in res
-    assert "| workload |" in proc.stdout
+    assert res["machine"]["bf16_support"] and "| workload | precision |" in proc.stdout
 
 
 def test_projections_are_the_step_times_times_the_protocols_step_counts():

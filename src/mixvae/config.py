@@ -113,6 +113,7 @@ class TrainConfig:
     threads: Optional[int] = _range(1, 1024, default=None)
     device: str = "cpu"                               # cpu | cuda | cuda:N | auto
     deterministic: bool = False                       # torch.use_deterministic_algorithms
+    precision: Literal["fp32", "bf16"] = "fp32"       # bf16: products and convolutions in bfloat16 (mixvae.precision)
 
 
 @dataclass
@@ -124,6 +125,7 @@ class EvalConfig:
     fid_samples: int = _range(0, None, default=5000)   # images for FID of prior samples (0 skips FID)
     fid_reconstructions: Optional[int] = _range(2, None, default=None)   # images for FID of reconstructions (default: fid_samples)
     toy_grid: int = _range(2, 8192, default=1024)     # 2D data: gnELBO grid is toy_grid x toy_grid (the papers' 1024)
+    precision: Literal["fp32", "bf16"] = "fp32"       # of every evaluation; the reported log-likelihood stays fp32 by default
 
 
 def _default_sections() -> dict:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
+from .precision import full, full_precision
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -83,7 +85,7 @@ class DiagonalGaussian(_Plain):
     arg_constraints = {"mu": constraints.real, "logvar": constraints.real}
 
     def __init__(self, mu: torch.Tensor, logvar: torch.Tensor, event_dims: int = 1, shard: Shard = WHOLE):
-        mu, logvar = torch.broadcast_tensors(mu, logvar)
+        mu, logvar = torch.broadcast_tensors(full(mu), full(logvar))   # float32 under bf16 autocast
         self.mu, self.logvar, self.event_dims, self.shard = mu, logvar, event_dims, shard
         split = mu.dim() - event_dims
         super().__init__(mu.shape[:split], mu.shape[split:])
@@ -331,6 +333,7 @@ def _float64_stiff(stiff, dtype: torch.dtype, tol: float):
     return (bound, idx) if idx.numel() else None
 
 
+@full_precision
 def gaussian_log_prob_matrix(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor,
                              offset: torch.Tensor | None = None, tol: float = _EXPANSION_TOL) -> torch.Tensor:
     """log N(z_n; m_k, diag(v_k)) (+ offset_k) for every pair, shape (N, K), in nats.
@@ -413,6 +416,7 @@ class _MixtureLogSumExp(torch.autograd.Function):
         return out
 
     @staticmethod
+    @full_precision   # a backward run inside a bf16 autocast region keeps float32 products
     def backward(ctx, grad):
         feats, weights, const, out, *pairs = ctx.saved_tensors
         need_f, need_w, need_c, need_z, need_m, need_l, need_o = ctx.needs_input_grad[:7]
@@ -466,6 +470,7 @@ class _MixtureLogSumExp(torch.autograd.Function):
         return g_feats, g_weights, g_const, g_z, g_m, g_l, g_o, None, None, None, None
 
 
+@full_precision
 def mixture_log_prob(z: torch.Tensor, log_weights: torch.Tensor, means: torch.Tensor,
                      logvars: torch.Tensor, block: int = 1 << 17, tol: float = _EXPANSION_TOL) -> torch.Tensor:
     """log sum_k w_k N(z_n; m_k, diag(v_k)) = logsumexp_k(log w_k + log N(z_n; m_k, v_k)), shape (N,).
@@ -503,8 +508,8 @@ class DiagonalGaussianMixture(_Plain):
     arg_constraints = {"means": constraints.real, "logvars": constraints.real}
 
     def __init__(self, log_weights: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor, shard: Shard = WHOLE):
-        self.log_weights = torch.log_softmax(log_weights, dim=-1)  # normalised, whatever was passed
-        self.means, self.logvars, self.shard = means, logvars, shard
+        self.log_weights = torch.log_softmax(full(log_weights), dim=-1)  # normalised, whatever was passed
+        self.means, self.logvars, self.shard = full(means), full(logvars), shard
         super().__init__((), means.shape[-1:])
 
     @property
@@ -587,7 +592,7 @@ class BernoulliLikelihood(_Plain):
     arg_constraints = {"logits": constraints.real}
 
     def __init__(self, logits: torch.Tensor, event_dims: int):
-        self.logits, self.event_dims = logits, event_dims
+        self.logits, self.event_dims = full(logits), event_dims
         split = logits.dim() - event_dims
         super().__init__(logits.shape[:split], logits.shape[split:])
 
@@ -623,7 +628,7 @@ class DiscretizedLogistic(_Plain):
     arg_constraints = {"loc": constraints.unit_interval, "log_scale": constraints.real}
 
     def __init__(self, mean: torch.Tensor, log_scale: torch.Tensor, event_dims: int, bins: int = 256):
-        mean, log_scale = torch.broadcast_tensors(mean, log_scale)
+        mean, log_scale = torch.broadcast_tensors(full(mean), full(log_scale))
         self.bins = int(bins)
         half = 0.5 / self.bins
         self.loc = mean.clamp(half, 1.0 - half)

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import torch
 import yaml
 
-from .. import __version__, progress
+from .. import __version__, precision, progress
 from ..config import Config, config_to_dict, load_config, save_config
 from ..data import Dataset, resolve_data_dir
 from .. import safeio
@@ -366,8 +366,15 @@ def evaluate(run: Run, ll_samples: Optional[int] = None, split: str = "test", ba
     - adversarially trained image models: FID of samples and of reconstructions, latent probes.
     ``ll_samples`` / ``fid_samples`` of 0 skip that metric; None means the run's config default.
     With several processes, the log-likelihood and FID images are shared out and gathered; every
-    process returns the same numbers.
+    process returns the same numbers. Everything runs in ``eval.precision`` (fp32 by default).
     """
+    with precision.autocast(run.device, run.cfg.eval.precision):
+        out = _evaluate(run, ll_samples, split, batch_size, fid_samples, probes, proc)
+    out["precision"] = run.cfg.eval.precision
+    return out
+
+
+def _evaluate(run: Run, ll_samples, split, batch_size, fid_samples, probes, proc) -> dict:
     model, data, cfg = run.model, run.data, run.cfg
     model.eval()
     batches = lambda: (x.to(run.device) for x in data.eval_batches(split, batch_size))

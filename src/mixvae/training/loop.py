@@ -2,7 +2,8 @@
 
 It owns the schedule (epochs or steps, warm-up progress, learning-rate milestones), one optimizer
 per player, validation with early stopping, metrics in ``metrics.jsonl``, checkpoints
-(``latest`` and ``best``), exact resume, and the NaN policy. It knows nothing about a paper.
+(``latest`` and ``best``), exact resume, the NaN policy and the precision (bf16 autocast, see
+:mod:`mixvae.precision`). It knows nothing about a paper.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .. import progress
+from .. import precision, progress
 from ..config import Config, config_to_dict
 from ..data import Dataset
 from ..errors import TrainingDiverged, UserError
@@ -83,6 +84,8 @@ class Trainer:
         params = self.objective.players()[name]
         lr = self.objective.player_lr(name) or t.lr
         opt = make_optimizer(t.optimizer, params, lr, t.betas)
+        if t.precision != "fp32":
+            precision.clear_casts_after_steps(opt)
         self.optimizers[name] = parallel.GradientAveraging(opt) if self.world > 1 else opt
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(t.lr_milestones), gamma=t.lr_gamma)
         step = self.state.step if hasattr(self, "state") else 0
@@ -194,7 +197,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.cfg.seed + 1)
             for x in self.data.eval_batches("valid", max(self.cfg.train.batch_size, 500)):
-                loss = self.objective.validation_loss(x.to(self.device))
+                with precision.autocast(self.device, self.cfg.train.precision):
+                    loss = self.objective.validation_loss(x.to(self.device))
                 total, n = total + loss.sum().item(), n + loss.numel()
         self.objective.model.train()
         return total / max(n, 1)
@@ -276,7 +280,8 @@ class Trainer:
                 model = self.objective.model
                 model.shard = self.shard
                 try:
-                    metrics = self.objective.step(x.to(self.device), ctx)
+                    with precision.autocast(self.device, t.precision):
+                        metrics = self.objective.step(x.to(self.device), ctx)
                 finally:
                     model.shard = WHOLE           # validation and evaluation see whole batches
                 bad = self._check_finite(metrics, s.step)
