@@ -83,9 +83,14 @@ def table(results: Path = RESULTS) -> str:
         kls = [r["kl"] for r in seeds]
         lo, hi = min(kls), max(kls)
         within = lo <= b["kl"] <= hi
+        mean, std = statistics.mean(kls), statistics.stdev(kls)
         lines.append(f"2D: bf16 KL **{b['kl']:.2f}**; fp32 KL over seeds {', '.join(str(r['seed']) for r in seeds)} "
-                     f"(results/2d/cells): {statistics.mean(kls):.2f} ± {statistics.stdev(kls):.2f}, range "
-                     f"{lo:.2f} to {hi:.2f}: {'within' if within else 'outside'} the fp32 seed spread.")
+                     f"(results/2d/cells, an earlier commit): {mean:.2f} ± {std:.2f}, range {lo:.2f} to {hi:.2f}: "
+                     f"{'within' if within else 'outside'} the range of the fp32 seeds, "
+                     f"{(b['kl'] - mean) / std:+.1f} standard deviations from their mean.")
+        a = cells.get(("2d", "fp32"))
+        if a:
+            lines.append(f"The same seed in fp32 at this commit: KL {a['kl']:.2f} (bf16 - fp32 = {b['kl'] - a['kl']:+.2f}).")
     return "\n".join(lines)
 
 
