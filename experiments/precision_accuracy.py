@@ -60,18 +60,18 @@ def table(results: Path = RESULTS) -> str:
              "Written by `python experiments/precision_accuracy.py`; train time is wall time on the 2-core CPU "
              "machine beside other work (one thread per run).", "",
              "| experiment | precision | result | train time |", "|---|---|---|---|"]
-    for p in PRECISIONS:
-        r = cells.get(("vampprior", p))
-        if r:
-            lines.append(f"| VAE + VampPrior (K=500), dynamic MNIST, {r['epochs']} epochs, seed 0 | {p} | "
-                         f"test LL {r['test_ll']:.2f} nats (S = {r['test_ll_samples']}, {r['test_examples']} images) | "
-                         f"{r['train_seconds'] / 60:.1f} min |")
-    for p in PRECISIONS:
-        r = cells.get(("2d", p))
-        if r:
-            lines.append(f"| S-IntroVAE + learned MoG(64), {TOY['data']}, {r['iterations']} iterations, seed {r['seed']} | "
-                         f"{p} | KL {r['kl']:.2f}, JSD {r['jsd']:.2f}, gnELBO {r['gnelbo']:.3f} | "
-                         f"{r['train_seconds'] / 60:.1f} min |")
+    rows = {   # experiment -> (what was trained, what it gave), from a cell's eval.json
+        "vampprior": lambda r: (f"VAE + VampPrior (K=500), dynamic MNIST, {r['epochs']} epochs, seed 0",
+                                f"test LL {r['test_ll']:.2f} nats (S = {r['test_ll_samples']}, {r['test_examples']} images)"),
+        "2d": lambda r: (f"S-IntroVAE + learned MoG(64), {TOY['data']}, {r['iterations']} iterations, seed {r['seed']}",
+                         f"KL {r['kl']:.2f}, JSD {r['jsd']:.2f}, gnELBO {r['gnelbo']:.3f}"),
+    }
+    for experiment, describe in rows.items():
+        for p in PRECISIONS:
+            r = cells.get((experiment, p))
+            if r:
+                what, result = describe(r)
+                lines.append(f"| {what} | {p} | {result} | {r['train_seconds'] / 60:.1f} min |")
     lines.append("")
     a, b = cells.get(("vampprior", "fp32")), cells.get(("vampprior", "bf16"))
     if a and b:
