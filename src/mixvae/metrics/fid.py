@@ -90,9 +90,8 @@ class InceptionFeatures:
         net = load_inception(self.device)
         step = batch_size or self.batch_size
         out = []
-        device_type = self.device.type   # float32 features whatever eval.precision is
         with bar(total=images.shape[0], desc="Inception features", unit="img") as b, \
-                torch.autocast(device_type, enabled=False):
+                torch.autocast(self.device.type, enabled=False):   # float32 features whatever eval.precision is
             for x in images.split(step):
                 # channels-last input: about 1.3x faster convolutions on CPUs, same features to ~1e-6
                 out.append(net(preprocess(x.to(self.device)).contiguous(memory_format=torch.channels_last)).double().cpu())
