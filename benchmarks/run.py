@@ -198,6 +198,42 @@ def interleaved_precision_ratio(name: str, rounds: int = 20, calls: int = 5) -> 
     return {"ratio": med["fp32"] / med["bf16"], "ms": med, "calls": rounds * calls}
 
 
+def interleaved_previous_ratio(rounds: int = 20, calls: int = 5, check_steps: int = 3) -> dict:
+    """The learned-prior 2D iteration of the implementation of ``workloads.PREVIOUS`` against
+    today's, both built in this process from the same seed and timed alternately (as
+    :func:`interleaved_ratio`), in fp32. First both take ``check_steps`` steps from the same initial
+    state, and the largest relative difference between their losses is returned with the times."""
+    import mixvae
+    import workloads
+    try:
+        libs = {"previous": workloads.import_previous(), "today": mixvae}
+    except RuntimeError as e:
+        return {"skipped": str(e)}
+    fns = {k: workloads.plain_step(lib, *_drop_data(workloads.sintro_2d_parts(lib))) for k, lib in libs.items()}
+    losses = {}
+    for k, fn in fns.items():
+        torch.manual_seed(1)                          # the same noise for both
+        losses[k] = [fn() for _ in range(check_steps)]
+    diff = max(abs(a[m] - b[m]) / max(abs(a[m]), 1e-12)
+               for a, b in zip(losses["previous"], losses["today"]) for m in a if m in b)
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            for _ in range(calls):
+                t = time.perf_counter()
+                fn()
+                synchronize()
+                times[k].append(time.perf_counter() - t)
+    med = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    return {"commit": workloads.PREVIOUS, "ratio": med["previous"] / med["today"], "ms": med,
+            "calls": rounds * calls, "max_relative_loss_difference": diff, "check_steps": check_steps}
+
+
+def _drop_data(parts):
+    obj, cfg, _, x = parts
+    return obj, cfg, x
+
+
 def profile(name: str) -> None:
     """Where one workload's time goes (operators by self CPU time over 3 calls, after a warm-up)."""
     import workloads
@@ -264,6 +300,8 @@ def run(only: str | None, device: str = "cpu", tiny: bool = False, precisions=("
     if "bf16" in precisions and not tiny:   # the bf16 goals' two steps, timed alternately with fp32
         res["bf16_speedup_interleaved"] = {k: in_fresh_process(f"precision:{k}", device)
                                            for k in ("vae_vampprior", "vae_standard") if k in by}
+    if "sintro_2d" in by and not tiny and device == "cpu":   # today's learned-prior 2D iteration against PREVIOUS
+        res["sintro_2d_over_previous"] = in_fresh_process("previous:sintro_2d", device)
     if device != "cpu":
         res["projections"] = {p: projections({r["key"]: r for r in rows if r["precision"] == p}) for p in precisions}
     return res
@@ -348,6 +386,15 @@ def table(res: dict) -> str:
         label = next(r["workload"] for r in res["workloads"] if r["key"] == key)
         lines += ["", f"{label}: bf16 **{il['ratio']:.2f}x** faster than fp32 timed alternately in one process "
                       f"({il['ms']['fp32']:.2f} / {il['ms']['bf16']:.2f} ms, medians of {il['calls']} calls each)."]
+    prev = res.get("sintro_2d_over_previous")
+    if prev and "skipped" in prev:
+        lines += ["", f"Learned-prior 2D iteration against the previous implementation: not measured ({prev['skipped']})."]
+    elif prev:
+        lines += ["", f"Learned-prior 2D iteration (fp32): **{prev['ratio']:.2f}x** faster than the implementation of "
+                      f"commit {prev['commit']} (when the speed issue was filed), timed alternately in one process "
+                      f"({prev['ms']['previous']:.2f} / {prev['ms']['today']:.2f} ms, medians of {prev['calls']} calls "
+                      f"each, {res['machine']['threads']} threads); their losses over {prev['check_steps']} steps "
+                      f"from one initial state differ by at most {prev['max_relative_loss_difference']:.1e} (relative)."]
     for p, pr in (res.get("projections") or {}).items():
         if pr:
             lines += ["", f"Projected wall time on this device in {p} (upper bounds, training steps only): VampPrior "
@@ -380,6 +427,7 @@ def main() -> None:
             torch.set_default_device(args.device)
         out = (interleaved_ratio(*rest.split(":")) if kind == "ratio" else
                interleaved_precision_ratio(rest) if kind == "precision" else
+               interleaved_previous_ratio() if kind == "previous" else
                worker(args.worker, args.device, args.tiny, args.precision[0]))
         print(json.dumps(out))
         return

@@ -49,8 +49,8 @@ def fake_images(n: int, shape=(1, 28, 28), binary: bool = True) -> Dataset:
     return Dataset("mnist" if binary else "fashion-mnist", "binary" if binary else "continuous", s, s, s)
 
 
-def _step(cfg, data, x, in_warmup=False):
-    model = build_model(cfg, data)
+def _step(cfg, data, x, in_warmup=False, model=None):
+    model = build_model(cfg, data) if model is None else model
     obj = build_objective(cfg, model)
     opts = {k: make_optimizer(cfg.train.optimizer, v, cfg.train.lr, cfg.train.betas) for k, v in obj.players().items()}
     for o in opts.values():
@@ -82,21 +82,86 @@ def log_likelihood_workload(images: int = 8, memory_only: bool = False) -> Workl
                     timing=dict(min_time=2.0, warmup=1, min_calls=3))
 
 
-def sintro_2d() -> Workload:
-    """Adversarial-phase iteration with a learned MoG(64) (after conversion, clipping on)."""
-    cfg = load_config(CONFIGS / "sintro" / "2d_8gaussians_learned_prior.yaml",
-                      ["model.prior.kind=mog", "model.prior.learn_weights=true",
-                       "sintro.convert_to_mog_step=null"])
-    from mixvae.data import load_dataset
-    data = load_dataset("8gaussians")
+SINTRO_2D = (CONFIGS / "sintro" / "2d_8gaussians_learned_prior.yaml",
+             ["model.prior.kind=mog", "model.prior.learn_weights=true", "sintro.convert_to_mog_step=null"])
+
+
+def sintro_2d_parts(lib):
+    """(objective, config, data, x) of the learned-prior 2D iteration built by the package ``lib``
+    (mixvae, or an earlier version of it, see :func:`import_previous`): the adversarial phase with a
+    learned MoG(64) after the conversion, clipping on, distinct variances."""
+    import importlib
+    mod = lambda name: importlib.import_module(f"{lib.__name__}.{name}")
+    cfg = mod("config").load_config(*SINTRO_2D)
+    data = mod("data").load_dataset("8gaussians")
     with torch.device("cpu"):                          # the sampler draws with a CPU generator
         x = data.sampler(512, torch.Generator().manual_seed(0))
-    x = x.to(torch.get_default_device())
-    obj, _, fn = _step(cfg, data, x)
+    torch.manual_seed(0)
+    model = mod("factory").build_model(cfg, data)
+    obj = mod("factory").build_objective(cfg, model)
     with torch.no_grad():
         obj.model.prior.logvars.normal_(0, 0.3)        # distinct variances, as after a conversion
+    return obj, cfg, data, x.to(torch.get_default_device())
+
+
+def plain_step(lib, obj, cfg, x) -> Callable[[], object]:
+    """One fp32 training step of ``obj`` with the package ``lib``'s optimizers and StepContext."""
+    import importlib
+    optim = importlib.import_module(f"{lib.__name__}.training.optim")
+    context = importlib.import_module(f"{lib.__name__}.objectives.base").StepContext
+    opts = {k: optim.make_optimizer(cfg.train.optimizer, v, cfg.train.lr, cfg.train.betas)
+            for k, v in obj.players().items()}
+    return lambda: obj.step(x, context(1000, 10, 1.0, opts))
+
+
+def sintro_2d() -> Workload:
+    """Adversarial-phase iteration with a learned MoG(64) (after conversion, clipping on)."""
+    import mixvae
+    obj, cfg, data, x = sintro_2d_parts(mixvae)
+    _, _, fn = _step(cfg, data, x, model=obj.model)
     return Workload("Soft-IntroVAE 2D iteration, learned MoG(64) (batch 512)", fn, baselines.soft_intro_2d(),
                     note="MLP 2-256x4-2, 100-sample KLs")
+
+
+def sintro_2d_vanilla() -> Workload:
+    """Adversarial-phase iteration with the standard prior (exact KLs): the networks' share of the
+    learned-prior iteration above."""
+    from mixvae.data import load_dataset
+    cfg = load_config(CONFIGS / "sintro" / "2d_8gaussians_sintro.yaml")
+    data = load_dataset("8gaussians")
+    with torch.device("cpu"):
+        x = data.sampler(512, torch.Generator().manual_seed(0))
+    _, _, fn = _step(cfg, data, x.to(torch.get_default_device()))
+    return Workload("Soft-IntroVAE 2D iteration, standard prior (batch 512)", fn, note="MLP 2-256x4-2, exact KLs")
+
+
+# The implementation of the learned-prior 2D iteration when the speed issue was filed (issue 19):
+# `make bench` times today's against it, both in one process, alternately.
+PREVIOUS = "338d7f5"
+
+
+def import_previous(commit: str = PREVIOUS):
+    """mixvae as of ``commit``, taken from this repository's git history into a temporary folder and
+    imported as the package ``mixvae_previous`` (its imports are relative); raises RuntimeError with
+    the reason where that history is not available (e.g. an exported source tree)."""
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+    root = CONFIGS.parent
+    folder = Path(tempfile.mkdtemp(prefix="mixvae-previous-"))
+    try:
+        archive = subprocess.run(["git", "-C", str(root), "archive", commit, "src/mixvae"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise RuntimeError(f"the implementation of {commit} is not in this checkout's git history ({e})") from None
+    init = folder / "src" / "mixvae" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("mixvae_previous", init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mixvae_previous"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def sintro_images(batch: int = 32) -> Workload:
@@ -146,6 +211,7 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
     "ll_vampprior": lambda: log_likelihood_workload(8),
     "ll_memory_512": lambda: log_likelihood_workload(16 if TINY else 512, memory_only=True),
     "sintro_2d": sintro_2d,
+    "sintro_2d_vanilla": sintro_2d_vanilla,
     "sintro_images": sintro_images,
     "gamix": gamix_iteration,
     "fid_features": fid_features,

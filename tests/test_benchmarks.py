@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 import workloads  # noqa: E402
 
-CHEAP = ["vae_standard", "vae_vampprior", "hvae_vampprior", "sintro_2d", "gamix"]
+CHEAP = ["vae_standard", "vae_vampprior", "hvae_vampprior", "sintro_2d", "sintro_2d_vanilla", "gamix"]
 # what each workload's label must say it measures
 LABELS = {
     "vae_standard": ("VAE step", "standard prior", "batch 100"),
@@ -23,6 +23,7 @@ LABELS = {
     "ll_vampprior": ("log-likelihood", "S=5000", "VampPrior K=500", "8 images"),
     "ll_memory_512": ("log-likelihood", "S=5000", "512 images", "memory"),
     "sintro_2d": ("Soft-IntroVAE 2D iteration", "MoG(64)", "batch 512"),
+    "sintro_2d_vanilla": ("Soft-IntroVAE 2D iteration", "standard prior", "batch 512"),
     "sintro_images": ("Soft-IntroVAE image iteration", "28x28", "MoG(10)"),
     "gamix": ("GAMIX iteration", "32x32"),
     "fid_features": ("FID", "Inception"),
@@ -121,6 +122,20 @@ def test_precision_worker_times_fp32_and_bf16_alternately(monkeypatch, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["calls"] == 2 and set(res["ms"]) == {"fp32", "bf16"}
     assert res["ratio"] == pytest.approx(res["ms"]["fp32"] / res["ms"]["bf16"], rel=1e-9)
+
+
+def test_previous_implementation_has_the_same_losses_and_is_timed_alternately():
+    """`make bench` times the learned-prior 2D iteration against the implementation of
+    workloads.PREVIOUS (from git history, imported beside today's): from one initial state and the
+    same noise their losses agree to 1e-5 (the speed work changed no maths)."""
+    run = load_run_module()
+    res = run.interleaved_previous_ratio(rounds=1, calls=1, check_steps=2)
+    if "skipped" in res:
+        pytest.skip(res["skipped"])                 # a source tree without git history
+    assert res["commit"] == workloads.PREVIOUS and res["calls"] == 1
+    assert res["max_relative_loss_difference"] <= 1e-5
+    assert res["ratio"] == pytest.approx(res["ms"]["previous"] / res["ms"]["today"], rel=1e-9)
+    assert "mixvae_previous" in sys.modules and "mixvae" in sys.modules
 
 
 def test_tiny_cpu_run_measures_every_workload(tmp_path):

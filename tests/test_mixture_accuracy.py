@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from mixvae.distributions import (DiagonalGaussian, DiagonalGaussianMixture, _block_logsumexp,
+from mixvae.distributions import (DiagonalGaussian, DiagonalGaussianMixture, _block_log2sumexp2,
                                   _gaussian_linear_form, gaussian_log_prob_matrix, mixture_log_prob)
 
 from .test_distributions import gaussian_log_prob_naive
@@ -146,14 +146,16 @@ def test_monte_carlo_kl_to_a_narrow_mog_in_2d():
 
 
 def test_certified_calls_are_the_plain_matrix_form_exactly():
-    # moderate variances: the result is the float32 matrix form of before, to the bit
+    # moderate variances: the float32 matrix form of before, to the bit; the log-sum-exp of the
+    # mixture to rounding (its blocks run in base 2, exp2 being about 3x faster than exp)
     torch.manual_seed(0)
     z, means, logvars = torch.randn(300, 8), torch.randn(20, 8), 0.3 * torch.randn(20, 8)
     logw = torch.log_softmax(torch.randn(20), 0)
     weights, const, _ = _gaussian_linear_form(means, logvars, logw)
     plain = torch.addmm(const, torch.cat([z * z, z], -1), weights.T)
     assert torch.equal(gaussian_log_prob_matrix(z, means, logvars, logw), plain)
-    assert torch.equal(mixture_log_prob(z, logw, means, logvars, block=1000), torch.logsumexp(plain, -1))
+    torch.testing.assert_close(mixture_log_prob(z, logw, means, logvars, block=1000), torch.logsumexp(plain, -1),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_direct_pairs_path_in_float64_has_exact_gradients():
@@ -190,5 +192,6 @@ def test_block_logsumexp_matches_torch_on_infinities():
     a = torch.tensor([[0.0, -1.0, -500.0], [-math.inf, -math.inf, -math.inf], [1.0, math.inf, 0.0],
                       [math.nan, 0.0, 1.0], [-800.0, -790.0, -2000.0]], dtype=torch.float64)
     want = torch.logsumexp(a, -1)
-    got = _block_logsumexp(a.clone(), math.log(torch.finfo(torch.float64).tiny) + 0.5)
+    got = _block_log2sumexp2(a / math.log(2), math.log2(torch.finfo(torch.float64).tiny) + 0.5) * math.log(2)
     torch.testing.assert_close(got, want, equal_nan=True)
+
