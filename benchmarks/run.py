@@ -198,18 +198,35 @@ def interleaved_precision_ratio(name: str, rounds: int = 20, calls: int = 5) -> 
     return {"ratio": med["fp32"] / med["bf16"], "ms": med, "calls": rounds * calls}
 
 
-def interleaved_previous_ratio(rounds: int = 20, calls: int = 5, check_steps: int = 3) -> dict:
+def interleaved_previous_ratio(rounds: int = 20, calls: int = 5, check_steps: int = 3, threads: int = 1) -> dict:
     """The learned-prior 2D iteration of the implementation of ``workloads.PREVIOUS`` against
     today's, both built in this process from the same seed and timed alternately (as
-    :func:`interleaved_ratio`), in fp32. First both take ``check_steps`` steps from the same initial
-    state, and the largest relative difference between their losses is returned with the times."""
+    :func:`interleaved_ratio`), in fp32 on ``threads`` threads (1: as the 2D protocol's cells run;
+    on this 2-core machine two threads measured 0.7 to 1.0 times the one-thread time from run to run:
+    the iteration's ~1200 small parallel operations cost about what they share). First both take ``check_steps``
+    steps from the same initial state, and the largest relative difference between their losses is
+    returned with the times."""
     import mixvae
     import workloads
     try:
         libs = {"previous": workloads.import_previous(), "today": mixvae}
     except RuntimeError as e:
         return {"skipped": str(e)}
-    fns = {k: workloads.plain_step(lib, *_drop_data(workloads.sintro_2d_parts(lib))) for k, lib in libs.items()}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _time_previous_and_today(libs, rounds, calls, check_steps) | {"threads": threads}
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_previous_and_today(libs: dict, rounds: int, calls: int, check_steps: int) -> dict:
+    """The losses' check and the alternate timing of :func:`interleaved_previous_ratio`."""
+    import workloads
+    fns = {}
+    for k, lib in libs.items():
+        obj, cfg, _, x = workloads.sintro_2d_parts(lib)
+        fns[k] = workloads.plain_step(lib, obj, cfg, x)
     losses = {}
     for k, fn in fns.items():
         torch.manual_seed(1)                          # the same noise for both
@@ -227,11 +244,6 @@ def interleaved_previous_ratio(rounds: int = 20, calls: int = 5, check_steps: in
     med = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
     return {"commit": workloads.PREVIOUS, "ratio": med["previous"] / med["today"], "ms": med,
             "calls": rounds * calls, "max_relative_loss_difference": diff, "check_steps": check_steps}
-
-
-def _drop_data(parts):
-    obj, cfg, _, x = parts
-    return obj, cfg, x
 
 
 def profile(name: str) -> None:
@@ -393,7 +405,7 @@ def table(res: dict) -> str:
         lines += ["", f"Learned-prior 2D iteration (fp32): **{prev['ratio']:.2f}x** faster than the implementation of "
                       f"commit {prev['commit']} (when the speed issue was filed), timed alternately in one process "
                       f"({prev['ms']['previous']:.2f} / {prev['ms']['today']:.2f} ms, medians of {prev['calls']} calls "
-                      f"each, {res['machine']['threads']} threads); their losses over {prev['check_steps']} steps "
+                      f"each, {prev['threads']} thread(s)); their losses over {prev['check_steps']} steps "
                       f"from one initial state differ by at most {prev['max_relative_loss_difference']:.1e} (relative)."]
     for p, pr in (res.get("projections") or {}).items():
         if pr:
