@@ -178,8 +178,10 @@ def test_direct_pairs_path_in_float64_has_exact_gradients():
     torch.testing.assert_close(gaussian_log_prob_matrix(z, m, lv, tol=-1.0), gaussian_log_prob_naive(z, m, lv))
 
 
-def test_non_finite_rows_do_not_cost_the_other_rows_their_accuracy():
-    z, logits, means, logvars, _ = mixture_case(40, 500, -6.0, scale=5.0)
+@pytest.mark.parametrize("dim, k, logvar, scale", [(40, 500, -6.0, 5.0),    # evaluated in float64
+                                                   (2, 10, 0.0, 1.0)])      # the float32 matrix form
+def test_non_finite_rows_do_not_cost_the_other_rows_their_accuracy(dim, k, logvar, scale):
+    z, logits, means, logvars, _ = mixture_case(dim, k, logvar, scale=scale)
     want, _, _ = reference(z, logits, means, logvars, torch.ones(32))
     z[0] = float("nan")
     z[1, 0] = float("inf")
@@ -188,10 +190,37 @@ def test_non_finite_rows_do_not_cost_the_other_rows_their_accuracy():
     assert_values(got[2:], want[2:])
 
 
-def test_block_logsumexp_matches_torch_on_infinities():
+@pytest.mark.parametrize("dtype, floored", [(torch.float64, True), (torch.float32, False)])
+def test_block_logsumexp_matches_torch_on_infinities(dtype, floored):
+    # the blocks run in bits: log2 sum 2^(a / ln 2) x ln 2 is logsumexp(a), infinities and NaN included
     a = torch.tensor([[0.0, -1.0, -500.0], [-math.inf, -math.inf, -math.inf], [1.0, math.inf, 0.0],
-                      [math.nan, 0.0, 1.0], [-800.0, -790.0, -2000.0]], dtype=torch.float64)
+                      [math.nan, 0.0, 1.0], [-80.0, -79.0, -200.0]], dtype=dtype)
     want = torch.logsumexp(a, -1)
-    got = _block_log2sumexp2(a / math.log(2), math.log2(torch.finfo(torch.float64).tiny) + 0.5) * math.log(2)
-    torch.testing.assert_close(got, want, equal_nan=True)
+    floor = math.log2(torch.finfo(dtype).tiny) + 0.5 if floored else None
+    got, _ = _block_log2sumexp2(a / math.log(2), floor)
+    torch.testing.assert_close(got * math.log(2), want, equal_nan=True)
+
+
+@pytest.mark.parametrize("tol", [1e-4, -1.0])     # the matrix form; every relevant term direct (float64)
+def test_gradient_subsets_empty_rows_and_one_component(tol):
+    # only the log-weights learn (the backward's weight products without the feature ones), no rows,
+    # and a single component: each against autograd through the plain direct form in float64
+    g = torch.Generator().manual_seed(7)
+    for n, k in [(30, 6), (0, 6), (30, 1)]:
+        z, means = torch.randn(n, 3, generator=g), torch.randn(k, 3, generator=g)
+        logvars, logits = 0.3 * torch.randn(k, 3, generator=g), torch.randn(k, generator=g)
+        cot = torch.randn(n, generator=g)
+        leaf = logits.clone().requires_grad_()
+        got = mixture_log_prob(z, torch.log_softmax(leaf, 0), means, logvars, block=40, tol=tol)
+        (g_got,) = torch.autograd.grad((got * cot).sum(), leaf)
+        ref_leaf = logits.double().requires_grad_()
+        ref = torch.logsumexp(gaussian_log_prob_naive(z.double(), means.double(), logvars.double())
+                              + torch.log_softmax(ref_leaf, 0), -1)
+        (g_ref,) = torch.autograd.grad((ref * cot.double()).sum(), ref_leaf)
+        assert got.shape == (n,)
+        torch.testing.assert_close(got.double(), ref.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(g_got.double(), g_ref, rtol=1e-5, atol=1e-5)
+        zl = z.clone().requires_grad_()
+        mixture_log_prob(zl, torch.log_softmax(logits, 0), means, logvars, block=40, tol=tol).sum().backward()
+        assert zl.grad.shape == z.shape and torch.isfinite(zl.grad).all()
 

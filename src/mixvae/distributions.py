@@ -394,10 +394,11 @@ def _block_exp2(a: torch.Tensor, floor: float | None) -> tuple[torch.Tensor, tor
     return top, shift
 
 
-def _block_log2sumexp2(a: torch.Tensor, floor: float | None) -> torch.Tensor:
-    """log2 sum_k 2^(a_nk) of a block a (B, K) in bits, overwriting a (see :func:`_block_exp2`)."""
-    top, _ = _block_exp2(a, floor)
-    return a.sum(-1).log2_().add_(top)
+def _block_log2sumexp2(a: torch.Tensor, floor: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log2 sum_k 2^(a_nk), shift), both (B,), of a block a (B, K) in bits, overwriting a with
+    2^(a - shift) (see :func:`_block_exp2`)."""
+    top, shift = _block_exp2(a, floor)
+    return a.sum(-1).log2_().add_(top), shift
 
 
 class _MixtureLogSumExp(torch.autograd.Function):
@@ -436,8 +437,7 @@ class _MixtureLogSumExp(torch.autograd.Function):
                 v = _direct_log_prob_pairs(z[i:i + rows], means, inv_var, direct_const, n, k).mul_(LOG2_E)
                 a[n, k] = v
                 found.append((n + i, k, v))
-            top, shifts[i:i + rows] = _block_exp2(a, floor)
-            out[i:i + rows] = a.sum(-1).log2_().add_(top)
+            out[i:i + rows], shifts[i:i + rows] = _block_log2sumexp2(a, floor)
         ctx.rows, ctx.floor, ctx.counts = rows, floor, [len(f[0]) for f in found]
         pairs = [z, means, logvars, *(torch.cat(t) for t in zip(*found))] if found else []
         ctx.save_for_backward(feats, weights, weights2, const2, out, shifts, *pairs)
