@@ -144,12 +144,15 @@ def import_previous(commit: str = PREVIOUS):
     """mixvae as of ``commit``, taken from this repository's git history into a temporary folder and
     imported as the package ``mixvae_previous`` (its imports are relative); raises RuntimeError with
     the reason where that history is not available (e.g. an exported source tree)."""
+    import atexit
     import importlib.util
+    import shutil
     import subprocess
     import sys
     import tempfile
     root = CONFIGS.parent
     folder = Path(tempfile.mkdtemp(prefix="mixvae-previous-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)     # kept while the process may import from it
     try:
         archive = subprocess.run(["git", "-C", str(root), "archive", commit, "src/mixvae"],
                                  capture_output=True, check=True).stdout
