@@ -49,6 +49,23 @@ def test_bench2d_table_only_reproduces_the_kept_table(tmp_path, capsys):
                                                           "rings.png"]
 
 
+def test_bench2d_verdicts_follow_the_standard_error_of_the_difference():
+    from mixvae.app.bench2d import comparison, verdict
+    assert verdict([1.0, 1.1, 0.9], [2.0, 2.1, 1.9]).startswith("wins (12.2 ")      # difference 1, SE 0.0816
+    assert verdict([2.0, 2.1, 1.9], [1.0, 1.1, 0.9]).startswith("loses (12.2 ")
+    assert verdict([1.0, 1.2, 0.8], [1.1, 1.3, 0.9]).startswith("ties (0.6 ")        # difference 0.1, SE 0.163
+    assert verdict([1.0], [2.0, 2.1]) == "one seed: no verdict"
+    assert verdict([1.0, 1.0], [2.0, 2.0]) == "wins (no spread)" and verdict([1.0, 1.0], [1.0, 1.0]) == "ties (no spread)"
+    cell = lambda kl, jsd: {"kl": kl, "jsd": jsd}
+    groups = {("rings", "learned_prior", 30000): [cell(1.0, 5.0), cell(1.2, 5.2)],
+              ("rings", "sintro", 30000): [cell(2.0, 5.0), cell(2.2, 5.2)],
+              ("rings", "vae", 30000): [cell(9.0, 9.0), cell(9.0, 9.0)],
+              ("2spirals", "learned_prior", 6000): [cell(1.0, 1.0)]}                 # no S-IntroVAE cell: no line
+    lines = comparison(groups)
+    assert len(lines) == 2 and lines[1].startswith("- rings (30000 iterations, seeds 2 / 2): KL 1.100 against 2.100: wins")
+    assert "JSD 5.100 against 5.100: ties (0.0 standard errors)" in lines[1]
+
+
 def script(name, *args):
     """An experiment script on synthetic data (offline: a missing file fails instead of downloading)."""
     env = {**os.environ, "MIXVAE_OFFLINE": "1"}

@@ -12,6 +12,8 @@ schedule keeps its shape. At I = 30k nothing changes.
 """
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -123,7 +125,45 @@ def table(out: Path, command: Optional[str] = None) -> str:
         lines.append(f"| {d} | {METHODS[m]} | {it} | {seeds} | {col('kl')} | {col('jsd')} | {col('gnelbo', 2)} | "
                      f"{col('kl_mass')} | {col('jsd_mass')} | {inactive} | "
                      f"{mean_std([r['train_seconds'] / 60 for r in rs], 1)} min |")
-    return "\n".join(lines + [""] + hyperparameters(out, sorted({g[0] for g in groups}, key=DATASETS.index)))
+    verdicts = comparison(groups)
+    return "\n".join(lines + [""] + (verdicts + [""] if verdicts else [])
+                     + hyperparameters(out, sorted({g[0] for g in groups}, key=DATASETS.index)))
+
+
+SEPARATED = 2.0   # standard errors of the difference of two means beyond which one method wins
+
+
+def verdict(ours: list[float], theirs: list[float]) -> str:
+    """Whether lower-is-better values ``ours`` beat ``theirs``: 'wins' / 'loses' when the means differ
+    by more than SEPARATED standard errors of their difference, sqrt(s1^2/n1 + s2^2/n2) with sample
+    standard deviations (Welch's), else 'ties'; with fewer than two values on a side, 'one seed: no
+    verdict'. The distance in standard errors follows in parentheses."""
+    if min(len(ours), len(theirs)) < 2:
+        return "one seed: no verdict"
+    diff = statistics.mean(theirs) - statistics.mean(ours)                     # > 0: ours is lower, better
+    se = math.sqrt(statistics.variance(ours) / len(ours) + statistics.variance(theirs) / len(theirs))
+    z = diff / se if se else math.copysign(math.inf, diff) if diff else 0.0
+    word = "wins" if z > SEPARATED else "loses" if z < -SEPARATED else "ties"
+    return f"{word} ({abs(z):.1f} standard errors)" if se else f"{word} (no spread)"
+
+
+def comparison(groups: dict, ours: str = "learned_prior", theirs: str = "sintro") -> list[str]:
+    """One line per data set and budget where both methods have finished cells: the learned prior
+    against S-IntroVAE on KL and JSD (means over seeds, :func:`verdict`)."""
+    lines = []
+    for (d, m, it), rs in sorted(groups.items(), key=lambda g: (DATASETS.index(g[0][0]), g[0][2])):
+        other = groups.get((d, theirs, it))
+        if m != ours or not other:
+            continue
+        parts = []
+        for key, name in (("kl", "KL"), ("jsd", "JSD")):
+            a, b = [r[key] for r in rs], [r[key] for r in other]
+            parts.append(f"{name} {statistics.mean(a):.3f} against {statistics.mean(b):.3f}: {verdict(a, b)}")
+        lines.append(f"- {d} ({it} iterations, seeds {len(rs)} / {len(other)}): " + "; ".join(parts))
+    if not lines:
+        return []
+    return [f"{METHODS[ours]} against {METHODS[theirs]} (lower is better; it wins or loses where the means differ by "
+            f"more than {SEPARATED:g} standard errors of their difference, else it ties):"] + lines
 
 
 def hyperparameters(out: Path, datasets: list[str]) -> list[str]:
