@@ -49,9 +49,8 @@ def fake_images(n: int, shape=(1, 28, 28), binary: bool = True) -> Dataset:
     return Dataset("mnist" if binary else "fashion-mnist", "binary" if binary else "continuous", s, s, s)
 
 
-def _step(cfg, data, x, in_warmup=False, model=None):
-    model = build_model(cfg, data) if model is None else model
-    obj = build_objective(cfg, model)
+def _step(cfg, data, x, in_warmup=False, obj=None):
+    obj = build_objective(cfg, build_model(cfg, data)) if obj is None else obj
     opts = {k: make_optimizer(cfg.train.optimizer, v, cfg.train.lr, cfg.train.betas) for k, v in obj.players().items()}
     for o in opts.values():
         precision.clear_casts_after_steps(o)       # as the loop does under bf16 (a no-op in fp32)
@@ -93,15 +92,22 @@ def sintro_2d_parts(lib):
     import importlib
     mod = lambda name: importlib.import_module(f"{lib.__name__}.{name}")
     cfg = mod("config").load_config(*SINTRO_2D)
-    data = mod("data").load_dataset("8gaussians")
-    with torch.device("cpu"):                          # the sampler draws with a CPU generator
-        x = data.sampler(512, torch.Generator().manual_seed(0))
+    data, x = points_2d(lib)
     torch.manual_seed(0)
     model = mod("factory").build_model(cfg, data)
     obj = mod("factory").build_objective(cfg, model)
     with torch.no_grad():
         obj.model.prior.logvars.normal_(0, 0.3)        # distinct variances, as after a conversion
-    return obj, cfg, data, x.to(torch.get_default_device())
+    return obj, cfg, data, x
+
+
+def points_2d(lib):
+    """(data set, batch of 512 points on the default device) of 8gaussians, from the package ``lib``."""
+    import importlib
+    data = importlib.import_module(f"{lib.__name__}.data").load_dataset("8gaussians")
+    with torch.device("cpu"):                          # the sampler draws with a CPU generator
+        x = data.sampler(512, torch.Generator().manual_seed(0))
+    return data, x.to(torch.get_default_device())
 
 
 def plain_step(lib, obj, cfg, x) -> Callable[[], object]:
@@ -118,7 +124,7 @@ def sintro_2d() -> Workload:
     """Adversarial-phase iteration with a learned MoG(64) (after conversion, clipping on)."""
     import mixvae
     obj, cfg, data, x = sintro_2d_parts(mixvae)
-    _, _, fn = _step(cfg, data, x, model=obj.model)
+    _, _, fn = _step(cfg, data, x, obj=obj)
     return Workload("Soft-IntroVAE 2D iteration, learned MoG(64) (batch 512)", fn, baselines.soft_intro_2d(),
                     note="MLP 2-256x4-2, 100-sample KLs")
 
@@ -126,12 +132,8 @@ def sintro_2d() -> Workload:
 def sintro_2d_vanilla() -> Workload:
     """Adversarial-phase iteration with the standard prior (exact KLs): the networks' share of the
     learned-prior iteration above."""
-    from mixvae.data import load_dataset
-    cfg = load_config(CONFIGS / "sintro" / "2d_8gaussians_sintro.yaml")
-    data = load_dataset("8gaussians")
-    with torch.device("cpu"):
-        x = data.sampler(512, torch.Generator().manual_seed(0))
-    _, _, fn = _step(cfg, data, x.to(torch.get_default_device()))
+    import mixvae
+    _, _, fn = _step(load_config(CONFIGS / "sintro" / "2d_8gaussians_sintro.yaml"), *points_2d(mixvae))
     return Workload("Soft-IntroVAE 2D iteration, standard prior (batch 512)", fn, note="MLP 2-256x4-2, exact KLs")
 
 
