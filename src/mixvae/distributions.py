@@ -384,21 +384,13 @@ def _exp2_shifted_(a: torch.Tensor, shift: torch.Tensor, floor: float | None) ->
     return a.exp2_()
 
 
-def _block_exp2(a: torch.Tensor, floor: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(top, shift) of a block a (B, K) of base-2 log-values, which is overwritten with
-    p = 2^(a - shift): top = max_k a_nk (B,), shift = top with infinities and NaN replaced by 0 (rows
-    of -inf stay 0 and rows with +inf give inf, as in torch.logsumexp)."""
+def _block_log2sumexp2(a: torch.Tensor, floor: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top + log2 sum_k 2^(a_nk - top), shift), both (B,), of a block a (B, K) in bits, overwriting
+    a with p = 2^(a - shift) (:func:`_exp2_shifted_`): top = max_k a_nk, shift = top with infinities
+    and NaN replaced by 0, so rows of -inf give -inf and rows with +inf give inf, as in torch.logsumexp."""
     top = a.amax(-1)
     shift = top.nan_to_num(0.0, 0.0, 0.0)
-    _exp2_shifted_(a, shift, floor)
-    return top, shift
-
-
-def _block_log2sumexp2(a: torch.Tensor, floor: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log2 sum_k 2^(a_nk), shift), both (B,), of a block a (B, K) in bits, overwriting a with
-    2^(a - shift) (see :func:`_block_exp2`)."""
-    top, shift = _block_exp2(a, floor)
-    return a.sum(-1).log2_().add_(top), shift
+    return _exp2_shifted_(a, shift, floor).sum(-1).log2_().add_(top), shift
 
 
 class _MixtureLogSumExp(torch.autograd.Function):
