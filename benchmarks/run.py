@@ -153,6 +153,21 @@ def worker(name: str, device: str = "cpu", tiny: bool = False, precision: str = 
             "note": spec.note}
 
 
+def alternate_medians(fns: dict, rounds: int, calls: int) -> dict:
+    """Median milliseconds per call of each function in ``fns`` (name -> callable), timed in
+    ``rounds`` rounds of ``calls`` calls of each in turn (each call timed to the end of its GPU
+    work): every function sees the same machine state, so their ratios do not drift."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            for _ in range(calls):
+                t = time.perf_counter()
+                fn()
+                synchronize()
+                times[k].append(time.perf_counter() - t)
+    return {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+
+
 def interleaved_ratio(numerator: str, denominator: str, rounds: int = 40, calls: int = 5) -> dict:
     """Time two workloads alternately in one process (``calls`` calls of each per round) and return
     the ratio of their median call times: both see the same machine state, so the ratio does not
@@ -162,17 +177,8 @@ def interleaved_ratio(numerator: str, denominator: str, rounds: int = 40, calls:
     num, den = workloads.WORKLOADS[numerator](), workloads.WORKLOADS[denominator]()
     for _ in range(3):
         num.fn(), den.fn()
-    times = {numerator: [], denominator: []}
-    for _ in range(rounds):
-        for key, spec in ((denominator, den), (numerator, num)):
-            for _ in range(calls):
-                t = time.perf_counter()
-                spec.fn()
-                synchronize()
-                times[key].append(time.perf_counter() - t)
-    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    return {"ratio": med[numerator] / med[denominator], "ms": {k: v * 1e3 for k, v in med.items()},
-            "calls": rounds * calls}
+    med = alternate_medians({denominator: den.fn, numerator: num.fn}, rounds, calls)
+    return {"ratio": med[numerator] / med[denominator], "ms": med, "calls": rounds * calls}
 
 
 def interleaved_precision_ratio(name: str, rounds: int = 20, calls: int = 5) -> dict:
@@ -186,15 +192,7 @@ def interleaved_precision_ratio(name: str, rounds: int = 20, calls: int = 5) -> 
         specs[p] = workloads.WORKLOADS[name]()
     for _ in range(3):
         specs["fp32"].fn(), specs["bf16"].fn()
-    times = {p: [] for p in specs}
-    for _ in range(rounds):
-        for p, spec in specs.items():
-            for _ in range(calls):
-                t = time.perf_counter()
-                spec.fn()
-                synchronize()
-                times[p].append(time.perf_counter() - t)
-    med = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    med = alternate_medians({p: spec.fn for p, spec in specs.items()}, rounds, calls)
     return {"ratio": med["fp32"] / med["bf16"], "ms": med, "calls": rounds * calls}
 
 
@@ -233,15 +231,7 @@ def _time_previous_and_today(libs: dict, rounds: int, calls: int, check_steps: i
         losses[k] = [fn() for _ in range(check_steps)]
     diff = max(abs(a[m] - b[m]) / max(abs(a[m]), 1e-12)
                for a, b in zip(losses["previous"], losses["today"]) for m in a if m in b)
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            for _ in range(calls):
-                t = time.perf_counter()
-                fn()
-                synchronize()
-                times[k].append(time.perf_counter() - t)
-    med = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    med = alternate_medians(fns, rounds, calls)
     return {"commit": workloads.PREVIOUS, "ratio": med["previous"] / med["today"], "ms": med,
             "calls": rounds * calls, "max_relative_loss_difference": diff, "check_steps": check_steps}
 
