@@ -16,12 +16,15 @@ one is training (their folders' locks) and takes the next. The table
     python experiments/sintro2d_protocol.py --methods vae --seeds 95    # a subset
     python experiments/sintro2d_protocol.py --pack                      # before committing unfinished cells
     python experiments/sintro2d_protocol.py --table-only                # rewrite TABLE.md
+    python experiments/sintro2d_protocol.py --status                    # each cell's step, the time left
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -29,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.app import bench2d, runs  # noqa: E402
-from mixvae.app.grid import continue_cell, finish_cell, needs_training, write_table  # noqa: E402
+from mixvae.app.grid import cell_progress, continue_cell, finish_cell, needs_training, write_table  # noqa: E402
 
 RESULTS = ROOT / "results" / "2d_protocol"
 OVERRIDES = ["train.threads=1"]
@@ -46,6 +49,33 @@ def measure(folder: Path, data_dir) -> dict:
     return runs.evaluate(runs.open_run(folder, data_dir, weights=folder / runs.WEIGHTS_FILE))
 
 
+def status(cells: list[tuple[int, str, str]], results: Path, iterations: int) -> str:
+    """One line per cell (done, the step an unfinished one continues from and who trains it, or
+    not started), then the training time left: each method's seconds per step in its finished
+    cells (one thread each) times the steps its other cells still need."""
+    rows, left, per_step = [], {}, {}
+    for seed, data, method in cells:
+        folder = results / "cells" / cell_name(data, method, seed, iterations)
+        state, step = cell_progress(folder)
+        if state == "done":
+            r = json.loads((folder / "eval.json").read_text())
+            per_step.setdefault(method, []).append(r["train_seconds"] / max(r["steps"], 1))
+            rows.append(f"{folder.name}: done, KL {r['kl']:.3f} ({r['train_seconds'] / 60:.0f} min)")
+            continue
+        holder = runs.holder_of(folder)
+        rows.append(f"{folder.name}: " + (f"at step {step} of {iterations}" if state == "unfinished" else "not started")
+                    + (f", trained now by process {holder}" if holder else ""))
+        left[method] = left.get(method, 0) + iterations - step
+    done = sum(r.endswith("min)") for r in rows)
+    rows.append(f"{done} of {len(cells)} cells done.")
+    for method, steps in left.items():
+        rate = per_step.get(method)
+        rows.append(f"{method}: {steps} steps left" + (
+            f", about {steps * statistics.mean(rate) / 3600:.1f} core-hours at its finished cells' "
+            f"{1000 * statistics.mean(rate):.0f} ms per step" if rate else " (no finished cell to time it by)"))
+    return "\n".join(rows)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="*", default=list(bench2d.PAPER), choices=list(bench2d.DATASETS))
@@ -59,10 +89,14 @@ def main(argv=None) -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra overrides (tests: a tiny size)")
     ap.add_argument("--pack", action="store_true", help="make unfinished cells' state ready to commit, then stop")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--status", action="store_true", help="print each cell's progress and the time left, then stop")
     args = ap.parse_args(argv)
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo
     budget = bench2d.Budget(args.iterations, args.warmup)
     cells = [(s, d, m) for s in args.seeds for d in args.datasets for m in args.methods]   # seed first: early rows
+    if args.status:
+        print(status(cells, args.results, args.iterations))
+        return
     for seed, data, method in [] if args.table_only else cells:
         name = cell_name(data, method, seed, args.iterations)
         folder = args.results / "cells" / name

@@ -123,6 +123,14 @@ def test_2d_protocol_script_tiny_keeps_cells_that_mixvae_eval_reproduces(tmp_pat
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for k in ("kl", "jsd", "kl_mass", "jsd_mass", "gnelbo"):
         assert again[k] == pytest.approx(kept[k], rel=1e-6, abs=1e-9), k
+    proc = subprocess.run(cmd[:2] + ["--datasets", "rings", "--methods", "vae", "sintro", "--seeds", "7",
+                                     "--iterations", "16", "--results", str(results), "--status"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("rings-vae-16it-seed7: done, KL ")
+    assert lines[1:] == ["rings-sintro-16it-seed7: not started", "1 of 2 cells done.",
+                         "sintro: 16 steps left (no finished cell to time it by)"]
 
 
 def test_2d_protocol_script_leaves_a_cell_another_process_trains(tmp_path):

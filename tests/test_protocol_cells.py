@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mixvae.app.grid import cell_progress
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "vampprior_protocol.py"
 TINY = ["data.name=digits", "model.hidden=[16]", "model.latent_dim=4", "model.prior.components=5",
@@ -73,6 +75,8 @@ def test_a_cell_killed_committed_and_continued_from_a_clone_ends_bitwise_equal(t
     assert protocol(results, "--pack").returncode == 0
     best = torch.load(cell / "checkpoints" / "best.pt", weights_only=True)
     assert "optimizers" not in best and "modules" in best             # best.pt: weights only
+    state, step = cell_progress(cell)                                 # the last checkpoint before step 57
+    assert state == "unfinished" and 52 <= step <= 56
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "unfinished cell")
     tracked = git(repo, "ls-files").split()
@@ -98,6 +102,7 @@ def test_a_cell_killed_committed_and_continued_from_a_clone_ends_bitwise_equal(t
     assert (cell_ref / "metrics.jsonl").read_text().count("\n") == (cell_cont / "metrics.jsonl").read_text().count("\n")
 
     # A finished cell keeps only its result: no checkpoints, the weights as safetensors, curves.
+    assert cell_progress(cell_cont) == ("done", e_cont["steps"]) and cell_progress(tmp_path / "none") == ("new", 0)
     assert not (cell_cont / "checkpoints").exists()
     assert {"config.yaml", "metrics.jsonl", "eval.json", "model.safetensors", "curves.png", "samples.png"} <= \
         {p.name for p in cell_cont.iterdir()}

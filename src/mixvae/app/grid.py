@@ -190,6 +190,18 @@ def needs_training(folder: Path, pack: bool) -> bool:
     return True
 
 
+def cell_progress(folder: Path) -> tuple[str, int]:
+    """Where a long cell stands: ("done", steps trained), ("unfinished", the step its latest
+    checkpoint continues from) or ("new", 0)."""
+    from ..training.checkpoint import load_checkpoint
+    if (folder / "eval.json").is_file() and not (folder / "checkpoints").exists():
+        return "done", int(json.loads((folder / "eval.json").read_text()).get("steps", 0))
+    latest = folder / "checkpoints" / "latest.pt"
+    if latest.is_file() or latest.with_name("latest.prev.pt").is_file():
+        return "unfinished", int(load_checkpoint(latest)["loop"]["step"])
+    return "new", 0
+
+
 def finish_cell(folder: Path, evaluate: Callable[[Path], dict], meta: Optional[dict] = None,
                 data_dir=None) -> dict:
     """After training: the selected weights (best validation for likelihood training) become
