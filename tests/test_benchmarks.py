@@ -175,3 +175,18 @@ def test_device_cuda_without_a_gpu_is_one_line(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["run.py", "--device", "cuda"])
     with pytest.raises(SystemExit, match="no CUDA device is available"):
         run.main()
+
+
+def test_stacked_members_probe_times_the_same_maths_both_ways(capsys):
+    """benchmarks/stacked_members.py compares like with like: the stacked MLPs give each member's
+    separate gradients (to float32 rounding), and the script prints its ratio."""
+    import stacked_members as sm
+    params, stacked, xs, x = sm.build(3)
+    sm.separate_step(params, xs)
+    sm.stacked_step(stacked, x)
+    for j, (w, b) in enumerate(stacked):
+        for m in range(3):
+            torch.testing.assert_close(w.grad[m].t(), params[m][j][0].grad, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(b.grad[m, 0], params[m][j][1].grad, rtol=1e-4, atol=1e-6)
+    sm.main(["--members", "2", "--rounds", "1", "--calls", "2"])
+    assert "stacked is" in capsys.readouterr().out
