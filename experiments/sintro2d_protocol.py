@@ -37,7 +37,17 @@ from mixvae.app.grid import cell_progress, continue_cell, finish_cell, needs_tra
 RESULTS = ROOT / "results" / "2d_protocol"
 OVERRIDES = ["train.threads=1"]
 COMMAND = "python experiments/sintro2d_protocol.py --seeds S ..."
-table = functools.partial(bench2d.table_and_pictures, command=COMMAND)
+
+
+def table(results: Path, cells: list[tuple[int, str, str]], iterations: int) -> str:
+    """bench2d's table of the finished cells, opened by how many of the grid's ``cells`` (seed,
+    data, method) are finished while some are not."""
+    done = sum((results / "cells" / cell_name(d, m, s, iterations) / "eval.json").is_file() for s, d, m in cells)
+    seeds, rows = sorted({s for s, _, _ in cells}), len({(d, m) for _, d, m in cells})
+    head = "" if done == len(cells) else (
+        f"**Incomplete: {done} of {len(cells)} cells finished** ({rows} row{'s' * (rows != 1)} x seeds "
+        f"{', '.join(map(str, seeds))}); each row lists the seeds it has so far.\n\n")
+    return head + bench2d.table_and_pictures(results, command=COMMAND)
 
 
 def cell_name(data: str, method: str, seed: int, iterations: int) -> str:
@@ -94,6 +104,7 @@ def main(argv=None) -> None:
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo
     budget = bench2d.Budget(args.iterations, args.warmup)
     cells = [(s, d, m) for s in args.seeds for d in args.datasets for m in args.methods]   # seed first: early rows
+    grid_table = functools.partial(table, cells=cells, iterations=args.iterations)
     if args.status:
         print(status(cells, args.results, args.iterations))
         return
@@ -114,9 +125,9 @@ def main(argv=None) -> None:
         r = finish_cell(folder, lambda f: measure(f, args.data_dir), meta, args.data_dir)
         print(f"{name}: KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "
               f"({r['train_seconds'] / 60:.0f} min training)", file=sys.stderr)
-        write_table(args.results, table)
+        write_table(args.results, grid_table)
     if not args.pack:
-        print(write_table(args.results, table))
+        print(write_table(args.results, grid_table))
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ def test_2d_protocol_script_tiny_keeps_cells_that_mixvae_eval_reproduces(tmp_pat
         assert not (c / "checkpoints").exists()
     table = (results / "TABLE.md").read_text()
     assert "experiments/sintro2d_protocol.py" in table and "compressed" in table   # 16 iterations: compressed
+    assert "Incomplete" not in table                                              # both cells of the grid finished
     kept = json.loads((cells[0] / "eval.json").read_text())
     assert kept["steps"] == 16 and kept["seed"] == 7 and kept["method"] == "learned_prior"
     capsys.readouterr()
@@ -147,3 +148,5 @@ def test_2d_protocol_script_leaves_a_cell_another_process_trains(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"rings-vae-16it-seed7: trained by process {os.getpid()}, skipped" in proc.stderr
     assert not (busy / "eval.json").exists() and (results / "cells" / "rings-vae-16it-seed8" / "eval.json").exists()
+    table = (results / "TABLE.md").read_text()
+    assert table.startswith("**Incomplete: 1 of 2 cells finished** (1 row x seeds 7, 8)")
