@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+
+from run import alternate_medians
 
 SIZES = [2, 256, 256, 256, 256, 4]      # encoder 2 -> 256 x 4 -> (mu, logvar) of a 2D latent
 BATCH = 512
@@ -39,17 +39,6 @@ def stacked_step(layers, x) -> None:
     h.pow(2).mean((1, 2)).sum().backward()
 
 
-def median_ms(fn, calls: int = 60) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
-
-
 def build(members: int):
     """(per-member layers [(w (out, in), b (out,))], the same stacked [(w (M, in, out), b (M, 1, out))],
     per-member batches (B, 2), the stacked batch (M, B, 2))."""
@@ -66,15 +55,15 @@ def build(members: int):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--members", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--calls", type=int, default=60, help="timed calls per round and form")
+    ap.add_argument("--rounds", type=int, default=20, help="rounds of the two forms in turn")
+    ap.add_argument("--calls", type=int, default=5, help="timed calls per round and form")
     args = ap.parse_args(argv)
     params, stacked, xs, x = build(args.members)
-    sep, stk = [], []
-    for _ in range(args.rounds):          # alternate, so drift of the machine hits both alike
-        sep.append(median_ms(lambda: separate_step(params, xs), args.calls))
-        stk.append(median_ms(lambda: stacked_step(stacked, x), args.calls))
-    s, t = statistics.median(sep), statistics.median(stk)
+    fns = {"separate": lambda: separate_step(params, xs), "stacked": lambda: stacked_step(stacked, x)}
+    for fn in fns.values():               # warm-up
+        fn()
+    ms = alternate_medians(fns, args.rounds, args.calls)
+    s, t = ms["separate"], ms["stacked"]
     print(f"{args.members} members, {torch.get_num_threads()} thread(s): separate {s:.2f} ms, stacked {t:.2f} ms, "
           f"stacked is {s / t:.2f}x the speed of separate")
 
