@@ -17,6 +17,7 @@ one is training (their folders' locks) and takes the next. The table
     python experiments/sintro2d_protocol.py --pack                      # before committing unfinished cells
     python experiments/sintro2d_protocol.py --table-only                # rewrite TABLE.md
     python experiments/sintro2d_protocol.py --status                    # each cell's step, the time left
+    python experiments/sintro2d_protocol.py --verify                    # re-evaluate the finished cells
 """
 from __future__ import annotations
 
@@ -86,6 +87,26 @@ def status(cells: list[tuple[int, str, str]], results: Path, iterations: int) ->
     return "\n".join(rows)
 
 
+FIGURES = ("kl", "jsd", "kl_mass", "jsd_mass", "gnelbo", "inactive_modes")
+
+
+def verify(cells: list[tuple[int, str, str]], results: Path, iterations: int, data_dir, tol: float = 1e-5) -> bool:
+    """Re-evaluate every finished cell from its model.safetensors (as ``mixvae eval <cell>`` does) and
+    print, per cell, the largest relative difference from the figures in its eval.json. True when
+    every cell reproduces them within ``tol``."""
+    ok = True
+    for seed, data, method in cells:
+        folder = results / "cells" / cell_name(data, method, seed, iterations)
+        if cell_progress(folder)[0] != "done":
+            continue
+        kept, again = json.loads((folder / "eval.json").read_text()), measure(folder, data_dir)
+        worst = max(abs(again[k] - kept[k]) / max(abs(kept[k]), 1e-12) for k in FIGURES if k in kept)
+        ok &= worst <= tol
+        print(f"{folder.name}: {'reproduced' if worst <= tol else 'DIFFERS'} (largest relative difference "
+              f"{worst:.1e} over {', '.join(k for k in FIGURES if k in kept)})", flush=True)
+    return ok
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="*", default=list(bench2d.PAPER), choices=list(bench2d.DATASETS))
@@ -100,6 +121,8 @@ def main(argv=None) -> None:
     ap.add_argument("--pack", action="store_true", help="make unfinished cells' state ready to commit, then stop")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--status", action="store_true", help="print each cell's progress and the time left, then stop")
+    ap.add_argument("--verify", action="store_true",
+                    help="re-evaluate each finished cell from its weights and compare with its eval.json, then stop")
     args = ap.parse_args(argv)
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo
     budget = bench2d.Budget(args.iterations, args.warmup)
@@ -108,6 +131,8 @@ def main(argv=None) -> None:
     if args.status:
         print(status(cells, args.results, args.iterations))
         return
+    if args.verify:
+        sys.exit(0 if verify(cells, args.results, args.iterations, args.data_dir) else 1)
     for seed, data, method in [] if args.table_only else cells:
         name = cell_name(data, method, seed, args.iterations)
         folder = args.results / "cells" / name

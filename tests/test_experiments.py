@@ -132,6 +132,14 @@ def test_2d_protocol_script_tiny_keeps_cells_that_mixvae_eval_reproduces(tmp_pat
     assert lines[0].startswith("rings-vae-16it-seed7: done, KL ")
     assert lines[1:] == ["rings-sintro-16it-seed7: not started", "1 of 2 cells done.",
                          "sintro: 16 steps left (no finished cell to time it by)"]
+    proc = subprocess.run(cmd + ["--verify"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line.split(":")[0] + ": " + line.split(": ")[1].split(" ")[0] for line in proc.stdout.splitlines()] == \
+        ["rings-vae-16it-seed7: reproduced", "rings-learned_prior-16it-seed7: reproduced"]
+    kept["kl"] *= 1.001                                   # a figure that its weights do not give
+    (cells[0] / "eval.json").write_text(json.dumps(kept))
+    proc = subprocess.run(cmd + ["--verify"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "rings-learned_prior-16it-seed7: DIFFERS (largest relative difference 1.0e-03" in proc.stdout
 
 
 def test_2d_protocol_script_leaves_a_cell_another_process_trains(tmp_path):
