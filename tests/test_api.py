@@ -1,6 +1,7 @@
 """The Python API (mixvae.build / fit / log_likelihood / load ...): the README's first Python block
 runs as written; models from parts with the user's own networks; tensors, arrays and iterables of
 batches; run folders and safetensors files load back into the same model."""
+import os
 import re
 from pathlib import Path
 
@@ -137,3 +138,43 @@ def test_a_preset_by_name_builds_the_papers_model_for_your_data():
     # unnamed binary images: pseudo-inputs start at their mean pixel, std 0.01 (stated in the config)
     mean = float(mixvae.from_tensors(x).train.get().mean())          # the training part (10% is validation)
     assert model.config.model.prior.pseudo_init == [pytest.approx(mean, abs=1e-4), 0.01]
+
+
+def test_fit_applies_threads_deterministic_and_device_and_restores_the_process_settings(monkeypatch):
+    """Options that are process settings hold while fit runs and are put back afterwards; device=
+    moves the model (a machine without CUDA refuses 'cuda' in one line)."""
+    from mixvae.training.loop import Trainer
+    seen = {}
+    fit = Trainer.fit
+
+    def recording_fit(self):
+        seen.update(threads=torch.get_num_threads(), deterministic=torch.are_deterministic_algorithms_enabled())
+        return fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    torch.set_num_threads(2)
+    x = tiny_binary(100)
+    model = mixvae.build("vae", data=x, latent_dim=2, hidden=[8])
+    mixvae.fit(model, x, epochs=1, batch_size=30, progress=False, threads=1, deterministic=True, device="cpu")
+    assert seen == {"threads": 1, "deterministic": True}
+    assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+    if torch.cuda.is_available():
+        mixvae.fit(model, x, epochs=1, batch_size=30, progress=False, device="cuda")
+        assert next(model.parameters()).is_cuda
+    else:
+        with pytest.raises(UserError, match="train.device = 'cuda' but this machine has no CUDA device"):
+            mixvae.fit(model, x, epochs=1, progress=False, device="cuda")
+
+
+def test_deterministic_cuda_sets_the_cublas_workspace_before_cuda_starts_or_says_why_not(monkeypatch):
+    from mixvae.app.runs import deterministic_algorithms
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(UserError, match="CUBLAS_WORKSPACE_CONFIG=:4096:8"):
+        deterministic_algorithms(True, torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    deterministic_algorithms(True, torch.device("cuda"))
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and torch.are_deterministic_algorithms_enabled()
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    deterministic_algorithms(True, torch.device("cpu"))                # the CPU needs no workspace setting
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ

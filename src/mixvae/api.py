@@ -29,7 +29,7 @@ from .config import Config, PriorConfig, config_from_dict, config_to_dict, load_
 from .data import BatchStream, Dataset, from_tensors
 from .data.datasets import _as_split
 from .errors import UserError
-from .factory import build_model, build_objective, resolve_auto
+from .factory import build_model, build_objective, resolve_auto, resolve_device
 from .models import LatentVariableModel
 
 Data = Union[torch.Tensor, Any]   # a tensor, a numpy array, or (for fit) an iterable of batches
@@ -106,14 +106,16 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     unless ``valid`` is given) or an iterable of batches (then ``valid`` examples are required and ``steps_per_epoch``
     if it has no length). ``options``: keys of the config's ``train`` section (``epochs``,
     ``batch_size``, ``lr``, ``optimizer``, ``warmup_epochs``, ``patience``, ``max_steps``, ...), or a
-    whole section as a dict (``sintro={"beta_neg": 256}``). ``objective``: ``elbo`` (default) |
+    whole section as a dict (``sintro={"beta_neg": 256}``); ``device`` moves the model there first
+    (else it trains where its parameters are), and ``threads`` and ``deterministic`` hold while the
+    fit runs and are restored afterwards. ``objective``: ``elbo`` (default) |
     ``sintro`` | ``gamix``. ``out``: a new run folder to write (checkpoints, metrics, pictures).
     At the end the model holds the weights with the best validation loss (likelihood training) or
     the last ones (adversarial training). Returns ``{"steps", "best_step", "best_valid_loss",
     "stop_reason", "seconds", "records"}``: the validation loss is the objective's per-example loss
     (-ELBO in nats for likelihood training); records are the metrics.jsonl lines.
     """
-    from .app.runs import RunLock, check_new_run_dir, picture_run
+    from .app.runs import RunLock, check_new_run_dir, deterministic_algorithms, picture_run, set_threads
     from .training.checkpoint import load_checkpoint
     from .training.loop import Trainer
     cfg = _fit_config(model, objective, seed, options)
@@ -125,6 +127,8 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
         if valid is None:
             raise UserError("fit on an iterable of batches needs valid= examples (a tensor or array)")
         data = BatchStream(train, from_tensors(_as_split(valid, "valid").get()), steps_per_epoch)
+    if "device" in options:
+        model.to(resolve_device(cfg.train.device))
     device = next(model.parameters()).device
     objective_ = build_objective(cfg, model)
     for m in objective_.modules().values():
@@ -142,13 +146,20 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "run.json").write_text(json.dumps({"data": data.spec(), "data_shape": list(data.shape),
                                                       "data_kind": data.kind, "created_by": "mixvae.fit"}, indent=2))
+    settings = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled())
     torch.manual_seed(cfg.seed)
     trainer = None
     try:
+        set_threads(cfg)
+        if cfg.train.deterministic:
+            deterministic_algorithms(True, device)
         trainer = Trainer(cfg, objective_, data, run_dir, device, progress=progress,
                           after_eval=(lambda tr: picture_run(tr, run_dir)) if run_dir is not None else None)
         state = trainer.fit()
     finally:
+        torch.set_num_threads(settings[0])
+        torch.use_deterministic_algorithms(settings[1], warn_only=settings[2])
         if trainer is not None:
             trainer.log.close()
         if lock is not None:

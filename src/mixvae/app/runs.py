@@ -53,11 +53,24 @@ def set_threads(cfg: Config) -> None:
         torch.set_num_threads(cfg.train.threads)
 
 
+def deterministic_algorithms(on: bool, device: torch.device) -> None:
+    """``torch.use_deterministic_algorithms(on)``. On CUDA, cuBLAS is deterministic only with a fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``), which must be in the environment before CUDA starts:
+    it is set here when unset and CUDA has not started yet, else refused with one line."""
+    if on and device.type == "cuda" and not os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
+        if torch.cuda.is_initialized():
+            raise UserError("train.deterministic = true on CUDA needs the environment variable "
+                            "CUBLAS_WORKSPACE_CONFIG=:4096:8 before CUDA starts, and CUDA already started in this "
+                            "process; set the variable and start the process again")
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(on)
+
+
 def prepare(cfg: Config, data_dir=None, run_dir: Optional[Path] = None) -> Run:
     """Build data, model and objective from a config, seeded; nothing is written."""
     set_threads(cfg)
-    torch.use_deterministic_algorithms(cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
+    deterministic_algorithms(cfg.train.deterministic, device)
     data = build_data(cfg, data_dir)
     resolve_auto(cfg, data)   # config.yaml states the likelihood and pseudo-input initialisation used
     torch.manual_seed(cfg.seed)
