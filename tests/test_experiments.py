@@ -61,9 +61,18 @@ def test_bench2d_verdicts_follow_the_standard_error_of_the_difference():
               ("rings", "sintro", 30000): [cell(2.0, 5.0), cell(2.2, 5.2)],
               ("rings", "vae", 30000): [cell(9.0, 9.0), cell(9.0, 9.0)],
               ("2spirals", "learned_prior", 6000): [cell(1.0, 1.0)]}                 # no S-IntroVAE cell: no line
+    groups[("8gaussians", "learned_prior", 30000)] = [cell(3.0, 1.0), cell(3.2, 1.2)]
+    groups[("8gaussians", "sintro", 30000)] = [cell(2.0, 1.0), cell(2.2, 1.2)]
+    groups[("checkerboard", "learned_prior", 30000)] = [cell(3.0, 1.0)]            # one seed: no verdict, not counted
+    groups[("checkerboard", "sintro", 30000)] = [cell(2.0, 1.0), cell(2.2, 1.2)]
     lines = comparison(groups)
-    assert len(lines) == 2 and lines[1].startswith("- rings (30000 iterations, seeds 2 / 2): KL 1.100 against 2.100: wins")
-    assert "JSD 5.100 against 5.100: ties (0.0 standard errors)" in lines[1]
+    assert len(lines) == 5 and lines[3].startswith("- rings (30000 iterations, seeds 2 / 2): KL 1.100 against 2.100: wins")
+    assert "JSD 5.100 against 5.100: ties (0.0 standard errors)" in lines[3] and "gnELBO" not in lines[3]
+    assert lines[1].startswith("- 8gaussians (30000 iterations, seeds 2 / 2): KL 3.100 against 2.100: loses")
+    assert lines[2].startswith("- checkerboard (30000 iterations, seeds 1 / 2): KL 3.000 against 2.100: one seed")
+    assert lines[4] == ("- at 30000 iterations, the claim that the learned prior matches or beats S-IntroVAE holds for "
+                        "KL on 1 of 2 data sets (wins: 1, ties: 0, losses: 1); JSD on 2 of 2 data sets "
+                        "(wins: 0, ties: 2, losses: 0)")
 
 
 def script(name, *args):

@@ -147,21 +147,37 @@ def verdict(ours: list[float], theirs: list[float]) -> str:
     return f"{word} ({abs(z):.1f} standard errors)" if se else f"{word} (no spread)"
 
 
+COMPARED = (("kl", "KL"), ("jsd", "JSD"), ("gnelbo", "gnELBO"))   # the paper's claim is about these three
+
+
 def comparison(groups: dict, ours: str = "learned_prior", theirs: str = "sintro") -> list[str]:
     """One line per data set and budget where both methods have finished cells: the learned prior
-    against S-IntroVAE on KL and JSD (means over seeds, :func:`verdict`)."""
-    lines = []
-    for (d, m, it), rs in sorted(groups.items(), key=lambda g: (DATASETS.index(g[0][0]), g[0][2])):
+    against S-IntroVAE on KL, JSD and gnELBO (means over seeds, :func:`verdict`); then, per budget,
+    on how many data sets the paper's claim (the learned prior matches or beats S-IntroVAE: it ties
+    or wins) holds for each figure, counting only data sets with a verdict."""
+    lines, words = [], {}                  # words: (budget, figure) -> verdict words of the data sets
+    for (d, m, it), rs in sorted(groups.items(), key=lambda g: (g[0][2], DATASETS.index(g[0][0]))):
         other = groups.get((d, theirs, it))
         if m != ours or not other:
             continue
         parts = []
-        for key, name in (("kl", "KL"), ("jsd", "JSD")):
-            a, b = [r[key] for r in rs], [r[key] for r in other]
-            parts.append(f"{name} {statistics.mean(a):.3f} against {statistics.mean(b):.3f}: {verdict(a, b)}")
+        for key, name in COMPARED:
+            a, b = [r[key] for r in rs if key in r], [r[key] for r in other if key in r]
+            if not a or not b:
+                continue
+            v = verdict(a, b)
+            parts.append(f"{name} {statistics.mean(a):.3f} against {statistics.mean(b):.3f}: {v}")
+            if not v.startswith("one seed"):
+                words.setdefault((it, name), []).append(v.split()[0])
         lines.append(f"- {d} ({it} iterations, seeds {len(rs)} / {len(other)}): " + "; ".join(parts))
     if not lines:
         return []
+    for it in sorted({it for it, _ in words}):
+        held = [f"{name} on {sum(w != 'loses' for w in words[(it, name)])} of {len(words[(it, name)])} data sets "
+                f"(wins: {words[(it, name)].count('wins')}, ties: {words[(it, name)].count('ties')}, "
+                f"losses: {words[(it, name)].count('loses')})" for _, name in COMPARED if (it, name) in words]
+        lines.append(f"- at {it} iterations, the claim that the learned prior matches or beats {METHODS[theirs]} "
+                     f"holds for " + "; ".join(held))
     return [f"{METHODS[ours]} against {METHODS[theirs]} (lower is better; it wins or loses where the means differ by "
             f"more than {SEPARATED:g} standard errors of their difference, else it ties):"] + lines
 
