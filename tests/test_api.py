@@ -178,3 +178,50 @@ def test_deterministic_cuda_sets_the_cublas_workspace_before_cuda_starts_or_says
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     deterministic_algorithms(True, torch.device("cpu"))                # the CPU needs no workspace setting
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+def test_fit_and_the_measures_hand_a_symmetric_model_images_in_its_range(monkeypatch):
+    """data.scale = symmetric: fit trains on [-1, 1] and elbo / log_likelihood / active_units take the
+    user's [0, 1] images and scale them as the run's own evaluation does."""
+    from mixvae.metrics.likelihood import elbo_parts
+    from mixvae.training.loop import Trainer
+    seen = {}
+    fit = Trainer.fit
+
+    def recording_fit(self):
+        seen["min"] = float(next(self.data.train_batches(0, 0, 30)).min())
+        return fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    x = torch.rand(100, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    model = mixvae.build("vae", data=x, latent_dim=2, hidden=[8])
+    mixvae.fit(model, x, epochs=1, batch_size=30, progress=False, data={"scale": "symmetric"})
+    assert model.config.data.scale == "symmetric" and seen["min"] < -0.9
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        expected = elbo_parts(model, [x[:50] * 2 - 1])
+    assert mixvae.elbo(model, x[:50]) == expected
+
+
+def test_fit_applies_the_data_keys_it_can_and_refuses_the_others():
+    x = tiny_binary(100)
+    model = mixvae.build("vae", data=x, latent_dim=2, hidden=[8])
+    assert mixvae.fit(model, x, epochs=1, batch_size=30, progress=False)["steps"] == 3          # 90 of 100 train
+    assert mixvae.fit(model, x, epochs=1, batch_size=30, progress=False, data={"train_subset": 70})["steps"] == 2
+    with pytest.raises(UserError, match="data.epoch_size applies to data sets read from files"):
+        mixvae.fit(model, x, epochs=1, progress=False, data={"epoch_size": 7})
+    with pytest.raises(UserError, match="steps_per_epoch is for an iterable of batches"):
+        mixvae.fit(model, x, epochs=1, progress=False, steps_per_epoch=3)
+
+
+def test_load_gives_the_last_weights_of_an_adversarial_run_as_fit_does(tmp_path):
+    x = torch.rand(120, 2, generator=torch.Generator().manual_seed(2))
+    model = mixvae.build("mlp2d", data=x, latent_dim=2, hidden=[8, 8])
+    h = mixvae.fit(model, x, objective="sintro", out=tmp_path / "run", epochs=6, batch_size=27, progress=False,
+                   warmup_epochs=1, lr=0.05)
+    assert h["best_step"] < h["steps"]                       # the best validation loss is not the last step
+    for name in ("load", "load_weights"):
+        again = mixvae.load(tmp_path / "run") if name == "load" else \
+            mixvae.load_weights(mixvae.build("mlp2d", data=x, latent_dim=2, hidden=[8, 8]), tmp_path / "run")
+        for (k, p), q in zip(model.state_dict().items(), again.state_dict().values()):
+            assert torch.equal(p, q), (name, k)

@@ -31,11 +31,13 @@ from .data.datasets import _as_split
 from .errors import UserError
 from .factory import build_model, build_objective, resolve_auto, resolve_device
 from .models import LatentVariableModel
+from .registry import OBJECTIVES
 
 Data = Union[torch.Tensor, Any]   # a tensor, a numpy array, or (for fit) an iterable of batches
 PRESETS = Path(__file__).resolve().parents[2] / "configs"   # the repository's presets, in a checkout
 _PRIOR_KEYS = {f.name for f in dataclasses.fields(PriorConfig)} - {"kind"}
 _SECTIONS = ("data", "model", "train", "eval", "elbo", "sintro", "gamix")
+_FIT_DATA_KEYS = ("scale", "binarize", "train_subset", "valid_size", "split_seed")   # what fit applies to examples
 
 
 def _data(data, name: str = "data") -> Dataset:
@@ -119,14 +121,29 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     from .training.checkpoint import load_checkpoint
     from .training.loop import Trainer
     cfg = _fit_config(model, objective, seed, options)
+    given = options.get("data") if isinstance(options.get("data"), dict) else {}
+    for key in given:
+        if key not in _FIT_DATA_KEYS:
+            raise UserError(f"mixvae.fit: data.{key} applies to data sets read from files, not to examples given to "
+                            f"fit; fit reads data.{', data.'.join(_FIT_DATA_KEYS)}")
+    in_memory = isinstance(train, torch.Tensor) or hasattr(train, "__array__")
+    if steps_per_epoch is not None and in_memory:
+        raise UserError("mixvae.fit: steps_per_epoch is for an iterable of batches; with examples in memory an "
+                        "epoch is every example once (set max_steps to stop earlier)")
+    if "train_subset" in given and not in_memory:
+        raise UserError("mixvae.fit: data.train_subset keeps the first examples of a tensor or array, not of an "
+                        "iterable of batches")
+    layout = dict(dynamic_binarize=cfg.data.binarize == "dynamic", symmetric=cfg.data.scale == "symmetric")
     if isinstance(train, Dataset):
         data = train
-    elif isinstance(train, torch.Tensor) or hasattr(train, "__array__"):
-        data = from_tensors(train, valid, valid_size=cfg.data.valid_size, split_seed=cfg.data.split_seed)
+    elif in_memory:
+        if cfg.data.train_subset is not None:
+            train = train[:cfg.data.train_subset]
+        data = from_tensors(train, valid, valid_size=cfg.data.valid_size, split_seed=cfg.data.split_seed, **layout)
     else:
         if valid is None:
             raise UserError("fit on an iterable of batches needs valid= examples (a tensor or array)")
-        data = BatchStream(train, from_tensors(_as_split(valid, "valid").get()), steps_per_epoch)
+        data = BatchStream(train, from_tensors(_as_split(valid, "valid").get(), **layout), steps_per_epoch)
     if "device" in options:
         model.to(resolve_device(cfg.train.device))
     device = next(model.parameters()).device
@@ -179,8 +196,11 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
 
 
 def _examples(model, x) -> torch.Tensor:
+    """x as the model sees it: on its device, in [-1, 1] for a model trained with data.scale = symmetric."""
     device = next(model.parameters()).device
-    return _as_split(x, "x").get().to(device)
+    t = _as_split(x, "x").get().to(device)
+    cfg = getattr(model, "config", None)
+    return t * 2.0 - 1.0 if cfg is not None and cfg.data.scale == "symmetric" else t
 
 
 def _batches(model, x, batch_size: int):
@@ -234,14 +254,15 @@ def _rebuild(cfg: Config, spec: dict) -> LatentVariableModel:
     return model
 
 
-def _weights_file(path: Path) -> tuple[dict, dict]:
-    """(modules' state dicts, objective state) of a run folder's best / latest checkpoint or its
+def _weights_file(path: Path, select_best: bool = True) -> tuple[dict, dict]:
+    """(modules' state dicts, objective state) of a run folder's checkpoint (the best one first when
+    ``select_best``, as for likelihood training, else the latest, as for adversarial training) or its
     model.safetensors, or of a .safetensors file."""
     from safetensors import SafetensorError, safe_open
 
     from .training.checkpoint import load_checkpoint
     if path.is_dir():
-        for name in ("best.pt", "latest.pt"):
+        for name in ("best.pt", "latest.pt") if select_best else ("latest.pt", "best.pt"):
             if (path / "checkpoints" / name).is_file():
                 state = load_checkpoint(path / "checkpoints" / name)
                 return state.get("modules", {}), state.get("objective", {})
@@ -266,9 +287,14 @@ def _weights_file(path: Path) -> tuple[dict, dict]:
 
 def load_weights(model: LatentVariableModel, path: Union[str, Path]) -> LatentVariableModel:
     """Load weights into a model you built (e.g. with your own networks) from a run folder
-    (best checkpoint, else latest, else model.safetensors) or a .safetensors file; returns the model.
+    (its best checkpoint for likelihood training, its latest for adversarial training, else
+    model.safetensors) or a .safetensors file; returns the model.
     (A run whose VampPrior was converted to a MoG needs :func:`load`, which rebuilds that prior.)"""
-    modules, _ = _weights_file(Path(path))
+    path = Path(path)
+    select_best = True
+    if (path / "config.yaml").is_file():
+        select_best = OBJECTIVES.get(load_config(path / "config.yaml").train.objective).build.select_best
+    modules, _ = _weights_file(path, select_best)
     if "model" not in modules:
         raise UserError(f"{path}: holds no model weights")
     try:
@@ -279,7 +305,8 @@ def load_weights(model: LatentVariableModel, path: Union[str, Path]) -> LatentVa
 
 
 def load(path: Union[str, Path], device: str = "cpu") -> LatentVariableModel:
-    """The model of a run folder (its config.yaml; best weights, else latest, else model.safetensors)
+    """The model of a run folder (its config.yaml; the weights that ``mixvae eval`` reads: best for
+    likelihood training, latest for adversarial training, else model.safetensors)
     or of a .safetensors file written by ``mixvae export``, in eval mode. No data are needed and no
     code runs when the files are read."""
     import yaml
@@ -307,7 +334,7 @@ def load(path: Union[str, Path], device: str = "cpu") -> LatentVariableModel:
         spec = json.loads(meta["data"])
     model = _rebuild(cfg, spec)
     objective = build_objective(cfg, model)
-    modules, objective_state = _weights_file(path)
+    modules, objective_state = _weights_file(path, objective.select_best)
     try:
         objective.load_state_dict(objective_state)
         for k, m in objective.modules().items():

@@ -551,13 +551,14 @@ def _as_split(data, where: str) -> Split:
 
 
 def from_tensors(train, valid=None, test=None, *, name: str = "tensors", valid_size: float = 0.1,
-                 split_seed: int = 0, dynamic_binarize: bool = False) -> Dataset:
+                 split_seed: int = 0, dynamic_binarize: bool = False, symmetric: bool = False) -> Dataset:
     """A :class:`Dataset` from in-memory examples (torch tensors or numpy arrays, see :func:`_as_split`).
 
     Without ``valid``, a seeded ``valid_size`` part of ``train`` (a fraction < 1 or a count) is
     held out for validation; without ``test``, the validation examples serve as the test split.
     The kind (binary, 8-bit, discrete, continuous) is inferred from ``train`` as for files;
-    ``dynamic_binarize`` re-binarises gray training images every batch (their kind becomes binary).
+    ``dynamic_binarize`` re-binarises gray training images every batch (their kind becomes binary);
+    ``symmetric`` hands the model images in [-1, 1] (``data.scale = symmetric``).
     """
     tr = _as_split(train, "train")
     if valid is None:
@@ -575,7 +576,7 @@ def from_tensors(train, valid=None, test=None, *, name: str = "tensors", valid_s
     if dynamic_binarize:
         va, te = _binarize_once(va, split_seed), _binarize_once(te, split_seed + 1)
         kind, levels = "binary", 2
-    return Dataset(name, kind, tr, va, te, dynamic_binarize=dynamic_binarize, levels=levels)
+    return Dataset(name, kind, tr, va, te, dynamic_binarize=dynamic_binarize, symmetric=symmetric, levels=levels)
 
 
 class BatchStream(Dataset):
