@@ -53,6 +53,15 @@ def test_train_eval_sample_and_resume(tmp_path, capsys):
     code, out, err = run_cli(["sample", run, "-n", 16, "--out", tmp_path / "s.png"], capsys)
     assert code == 0 and (tmp_path / "s.png").exists()
 
+    # --threads holds for every command that opens a run; --weights is reported as what was used
+    torch.set_num_threads(2)
+    code, out, err = run_cli(["export", run, "--out", tmp_path / "w.safetensors", "--threads", 1], capsys)
+    assert code == 0 and torch.get_num_threads() == 1, err
+    code, out, err = run_cli(["eval", run, "--weights", tmp_path / "w.safetensors", "--ll-samples", 0, "--json"], capsys)
+    assert code == 0 and json.loads(out)["weights"] == str(tmp_path / "w.safetensors") and "checkpoint" not in json.loads(out)
+    code, out, err = run_cli(["eval", run, "--weights", tmp_path / "w.safetensors", "--checkpoint", "best"], capsys)
+    assert code == 2 and "give one of them" in err and len(err.strip().splitlines()) == 1
+
     # extend the budget and resume from the latest checkpoint
     code, out, err = run_cli(["train", "--resume", run, "--quiet", "--no-eval", "--set", "train.max_steps=60"], capsys)
     assert code == 0, err

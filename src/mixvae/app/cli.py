@@ -215,18 +215,27 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _open(args, overrides=()):
+    """The run a command reads, with its --checkpoint or --weights and its --threads (which
+    replaces the run's own train.threads)."""
+    from . import runs
+    weights = getattr(args, "weights", None)
+    if weights is not None and args.checkpoint != "auto":
+        raise UserError(f"--weights {weights} and --checkpoint {args.checkpoint}: give one of them")
+    threads = [f"train.threads={args.threads}"] if args.threads else []
+    return runs.open_run(args.run, args.data_dir, args.checkpoint, list(overrides) + threads, weights=weights)
+
+
 def cmd_eval(args) -> int:
     from . import runs
 
     for name, v in (("--ll-samples", args.ll_samples), ("--fid-samples", args.fid_samples)):
         if v is not None and v < 0:
             raise UserError(f"{name} = {v} is not valid; expected 0 (skip) or a positive integer")
-    run = runs.open_run(args.run, args.data_dir, args.checkpoint, args.overrides, weights=args.weights)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    run = _open(args, args.overrides)
     result = runs.evaluate(run, args.ll_samples, args.split, fid_samples=args.fid_samples, probes=args.probes)
-    result = {"run": str(args.run), "checkpoint": args.checkpoint, **result}
+    source = {"weights": str(args.weights)} if args.weights is not None else {"checkpoint": args.checkpoint}
+    result = {"run": str(args.run), **source, **result}
     if args.json:
         print(json.dumps(result))
     else:
@@ -238,11 +247,10 @@ def cmd_eval(args) -> int:
 def cmd_sample(args) -> int:
     import torch
 
-    from . import runs
     from .viz import save_grid, save_scatter_2d
 
     _positive("-n", args.n, MAX_SAMPLES)
-    run = runs.open_run(args.run, args.data_dir, args.checkpoint, weights=args.weights)
+    run = _open(args)
     _picture_out(args.out, two_d=not run.data.is_image)
     torch.manual_seed(args.seed)
     x = run.model.sample(args.n)
@@ -318,7 +326,6 @@ def cmd_demo(args) -> int:
 def cmd_interpolate(args) -> int:
     import torch
 
-    from . import runs
     from .viz import interpolations, latent_walk, save_grid
 
     _positive("--pairs", args.pairs, MAX_GRID_SIDE)
@@ -326,7 +333,7 @@ def cmd_interpolate(args) -> int:
     if not (math.isfinite(args.k) and args.k > 0):
         raise UserError(f"-k = {args.k} is not valid; expected a positive number of standard deviations")
     _picture_out(args.out)
-    run = runs.open_run(args.run, args.data_dir, args.checkpoint, weights=args.weights)
+    run = _open(args)
     if not run.data.is_image or not hasattr(run.model, "encoder"):
         raise UserError(f"{args.run}: interpolate needs a single-level model of images")
     dims = args.dims if args.dims is not None else list(range(min(8, run.model.latent_dim)))
@@ -352,7 +359,7 @@ def cmd_export(args) -> int:
 
     if args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder; expected a file such as weights.safetensors")
-    run = runs.open_run(args.run, args.data_dir, args.checkpoint)
+    run = _open(args)
     print(str(runs.export_weights(run, args.out)))
     return 0
 
@@ -363,9 +370,6 @@ def cmd_bench2d(args) -> int:
     _positive("--seeds", args.seeds)
     _positive("--iterations", args.iterations)
     _positive("--warmup", args.warmup)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
     configs = args.configs or (Path("configs") if (Path("configs") / "sintro").is_dir()
                                else Path(__file__).resolve().parents[3] / "configs")
     if not (configs / "sintro").is_dir():
@@ -419,6 +423,9 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _positive("--threads", args.threads, MAX_THREADS)
+        if args.threads:          # commands that open a run also pass it on as train.threads (see _open)
+            import torch
+            torch.set_num_threads(args.threads)
         from .. import progress
         progress.set_enabled(not args.quiet)
         for plugin in args.plugin:
