@@ -167,3 +167,20 @@ def test_2d_protocol_script_leaves_a_cell_another_process_trains(tmp_path):
     assert not (busy / "eval.json").exists() and (results / "cells" / "rings-vae-16it-seed8" / "eval.json").exists()
     table = (results / "TABLE.md").read_text()
     assert table.startswith("**Incomplete: 1 of 2 cells finished** (1 row x seeds 7, 8)")
+
+
+def test_bench2d_refuses_a_kept_cell_made_with_another_warmup_or_overrides(tmp_path):
+    """A cell folder is named by data, method, budget and seed; one kept from a run with another
+    warm-up or other --set overrides is refused with one line instead of being reused silently."""
+    from mixvae.app import bench2d
+    from mixvae.errors import UserError
+    kept = tmp_path / "cells" / "rings-vae-16it-seed7"
+    kept.mkdir(parents=True)
+    (kept / "eval.json").write_text(json.dumps({"warmup": 6, "overrides": []}))
+    run = lambda **kw: bench2d.run(tmp_path, ROOT / "configs", ["rings"], ["vae"], 1, 16, 7, **kw)
+    with pytest.raises(UserError, match="kept from a run with warmup 6, not 5"):
+        run(warmup=5)
+    with pytest.raises(UserError, match=r"kept from a run with overrides \[\], not \['eval.toy_grid=32'\]"):
+        run(warmup=6, extra=("eval.toy_grid=32",))
+    assert bench2d.Budget(6000, 3000).overrides(bench2d.preset_path(ROOT / "configs", "rings", "sintro"))[1] == \
+        "train.warmup_steps=3000"                          # a longer warm-up than the preset's is used as given

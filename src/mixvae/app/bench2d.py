@@ -12,6 +12,7 @@ schedule keeps its shape. At I = 30k nothing changes.
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -39,13 +40,17 @@ class Budget:
     iterations: int
     warmup: int = 2000
 
+    def warmup_of(self, preset: Path) -> int:
+        """The warm-up a cell of ``preset`` gets: this budget's, or none if the preset has none."""
+        return self.warmup if load_config(preset).train.warmup_steps else 0
+
     def overrides(self, preset: Path) -> list[str]:
         """--set overrides that put a 30k-iteration preset on this budget (a shorter warm-up moves
         the VampPrior -> MoG conversion with it: 1900 of 2000 becomes 95% of the new warm-up)."""
         cfg = load_config(preset)
         t = cfg.train
         full, preset_warm = t.max_steps or PAPER_ITERATIONS, t.warmup_steps or 0
-        warm = min(self.warmup, preset_warm)
+        warm = self.warmup_of(preset)
         if self.iterations <= warm:
             raise UserError(f"--iterations {self.iterations} is not valid; expected more than the {warm}-iteration warm-up")
         scale = (self.iterations - warm) / (full - preset_warm)
@@ -85,8 +90,16 @@ def run(out: Path, configs: Path, datasets=PAPER, methods=DEFAULT_METHODS, seeds
             base_seed = load_config(preset).seed if first_seed is None else first_seed
             cells += [Cell(f"{d}-{m}-{iterations}it-seed{seed}", preset,
                            budget.overrides(preset) + [f"seed={seed}"] + list(extra),
-                           dict(data=d, method=m, seed=seed, iterations=iterations, warmup=budget.warmup))
+                           dict(data=d, method=m, seed=seed, iterations=iterations, warmup=budget.warmup_of(preset),
+                                overrides=list(extra)))
                       for seed in range(base_seed, base_seed + seeds)]
+    for c in cells:               # a kept cell is reused only if it was made with this budget and these overrides
+        kept = out / "cells" / c.name / "eval.json"
+        r = json.loads(kept.read_text()) if kept.is_file() else {}
+        for key in ("warmup", "overrides"):
+            if key in r and r[key] != c.meta[key]:
+                raise UserError(f"{kept.parent}: kept from a run with {key} {r[key]!r}, not {c.meta[key]!r}; delete "
+                                "that folder to train it again, or give another --out")
     return run_grid(cells, work or out / "work", out, table_and_pictures, data_dir, log=log,
                     summary=lambda r: f"KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "
                                       f"({r['train_seconds']:.0f} s training)")
