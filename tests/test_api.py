@@ -212,6 +212,8 @@ def test_fit_applies_the_data_keys_it_can_and_refuses_the_others():
         mixvae.fit(model, x, epochs=1, progress=False, data={"epoch_size": 7})
     with pytest.raises(UserError, match="steps_per_epoch is for an iterable of batches"):
         mixvae.fit(model, x, epochs=1, progress=False, steps_per_epoch=3)
+    with pytest.raises(UserError, match="batch_size is for examples in memory"):
+        mixvae.fit(model, [x[:30], x[30:60]], valid=x[60:], epochs=1, progress=False, batch_size=10)
 
 
 def test_load_gives_the_last_weights_of_an_adversarial_run_as_fit_does(tmp_path):

@@ -54,7 +54,9 @@ def build(arch: str = "vae", *, data, seed: int = 0, prior: Optional[str] = None
 
     ``arch``: ``vae`` | ``hvae`` | ``convhvae`` | ``mlp2d`` | ``resnet`` | ``resnetv2``, or a preset: a
     YAML path or a name under configs/ (``"vampprior/vae_vampprior_static_mnist"``), whose model
-    section is used. ``prior``: ``standard`` | ``mog`` | ``vampprior`` | ``vampprior-data``.
+    section builds the model and whose other sections come with it in ``model.config``: :func:`fit`
+    then trains with the preset's objective, training settings and data scale unless told otherwise.
+    ``prior``: ``standard`` | ``mog`` | ``vampprior`` | ``vampprior-data``.
     ``options``: keys of the config's ``model`` section (``latent_dim``, ``hidden``, ``likelihood``,
     ...) and of ``model.prior`` (``components``, ``learn_weights``, ``pseudo_init``, ...).
     The model carries its config as ``model.config``; its latents have ``latent_dim`` dimensions
@@ -110,8 +112,10 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     ``batch_size``, ``lr``, ``optimizer``, ``warmup_epochs``, ``patience``, ``max_steps``, ...), or a
     whole section as a dict (``sintro={"beta_neg": 256}``); ``device`` moves the model there first
     (else it trains where its parameters are), and ``threads`` and ``deterministic`` hold while the
-    fit runs and are restored afterwards. ``objective``: ``elbo`` (default) |
-    ``sintro`` | ``gamix``. ``out``: a new run folder to write (checkpoints, metrics, pictures).
+    fit runs and are restored afterwards; ``data={...}``: ``scale``, ``binarize``, ``train_subset``,
+    ``valid_size``, ``split_seed``. ``objective``: ``elbo`` | ``sintro`` | ``gamix`` (default: the
+    model's config's, ``elbo`` for a model built from an architecture). ``out``: a new run folder to
+    write (checkpoints, metrics, pictures).
     At the end the model holds the weights with the best validation loss (likelihood training) or
     the last ones (adversarial training). Returns ``{"steps", "best_step", "best_valid_loss",
     "stop_reason", "seconds", "records"}``: the validation loss is the objective's per-example loss
@@ -130,6 +134,8 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     if steps_per_epoch is not None and in_memory:
         raise UserError("mixvae.fit: steps_per_epoch is for an iterable of batches; with examples in memory an "
                         "epoch is every example once (set max_steps to stop earlier)")
+    if "batch_size" in options and not in_memory and not isinstance(train, Dataset):
+        raise UserError("mixvae.fit: batch_size is for examples in memory; an iterable of batches brings its own")
     if "train_subset" in given and not in_memory:
         raise UserError("mixvae.fit: data.train_subset keeps the first examples of a tensor or array, not of an "
                         "iterable of batches")
