@@ -227,3 +227,12 @@ def test_load_gives_the_last_weights_of_an_adversarial_run_as_fit_does(tmp_path)
             mixvae.load_weights(mixvae.build("mlp2d", data=x, latent_dim=2, hidden=[8, 8]), tmp_path / "run")
         for (k, p), q in zip(model.state_dict().items(), again.state_dict().values()):
             assert torch.equal(p, q), (name, k)
+
+
+def test_build_refuses_prior_options_its_prior_does_not_read():
+    x = tiny_binary(50)
+    with pytest.raises(UserError, match="the standard prior does not use components; it reads no options"):
+        mixvae.build("vae", data=x, components=10, learn_weights=True)
+    with pytest.raises(UserError, match="the mog prior does not use pseudo_init; it reads components, learn_weights"):
+        mixvae.build("vae", data=x, prior="mog", pseudo_init=[0.9, 0.0])
+    assert mixvae.build("vae", data=x, prior="mog", components=3, hidden=[8]).prior.num_components == 3

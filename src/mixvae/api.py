@@ -31,7 +31,7 @@ from .data.datasets import _as_split
 from .errors import UserError
 from .factory import build_model, build_objective, resolve_auto, resolve_device
 from .models import LatentVariableModel
-from .registry import OBJECTIVES
+from .registry import OBJECTIVES, PRIORS
 
 Data = Union[torch.Tensor, Any]   # a tensor, a numpy array, or (for fit) an iterable of batches
 PRESETS = Path(__file__).resolve().parents[2] / "configs"   # the repository's presets, in a checkout
@@ -76,6 +76,11 @@ def build(arch: str = "vae", *, data, seed: int = 0, prior: Optional[str] = None
     for k, v in options.items():
         (prior_spec if k in _PRIOR_KEYS else model_spec)[k] = v
     cfg = config_from_dict(spec, "mixvae.build")
+    reads = PRIORS.get(cfg.model.prior.kind, "mixvae.build").info.get("options")
+    for k in options:
+        if k in _PRIOR_KEYS and reads is not None and k not in reads:
+            raise UserError(f"mixvae.build: the {cfg.model.prior.kind} prior does not use {k}; it reads "
+                            f"{', '.join(reads) or 'no options'}")
     cfg.data.name = ds.name
     resolve_auto(cfg, ds)
     torch.manual_seed(cfg.seed)

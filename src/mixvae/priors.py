@@ -222,17 +222,18 @@ def count_inactive_modes(weights: torch.Tensor, usage: torch.Tensor | None = Non
 # Registered builders: (model.prior options, data, latent dimension, seed) -> Prior. ``data`` is
 # what the model is built for: ``shape``, ``name``, ``symmetric``, ``value_range``, ``train`` (its
 # training examples; empty when a model is rebuilt to load weights).
-@PRIORS.register("standard", mixture=False)
+@PRIORS.register("standard", mixture=False, options=())
 def _standard(options, data, latent_dim: int, seed: int) -> Prior:
     return StandardNormalPrior(latent_dim)
 
 
-@PRIORS.register("mog", mixture=True)
+@PRIORS.register("mog", mixture=True, options=("components", "learn_weights", "mog_init_std"))
 def _mog(options, data, latent_dim: int, seed: int) -> Prior:
     return MoGPrior(latent_dim, options.components, options.learn_weights, options.mog_init_std)
 
 
-@PRIORS.register("vampprior", mixture=True, encodes_inputs=True)
+@PRIORS.register("vampprior", mixture=True, encodes_inputs=True,
+                 options=("components", "learn_weights", "pseudo_init", "pseudo_trainable"))
 def _vampprior(options, data, latent_dim: int, seed: int) -> Prior:
     mean, std = options.pseudo_init or pseudo_input_init(data.name) or (0.5, 0.05)
     if data.symmetric:
@@ -241,7 +242,8 @@ def _vampprior(options, data, latent_dim: int, seed: int) -> Prior:
                      trainable=options.pseudo_trainable)
 
 
-@PRIORS.register("vampprior-data", mixture=True, encodes_inputs=True)
+@PRIORS.register("vampprior-data", mixture=True, encodes_inputs=True,
+                 options=("components", "learn_weights", "pseudo_noise", "pseudo_trainable"))
 def _vampprior_data(options, data, latent_dim: int, seed: int) -> Prior:
     """K training examples (a seeded choice) as pseudo-inputs, plus N(0, pseudo_noise^2)."""
     k = options.components

@@ -64,7 +64,8 @@ class Registry:
 PRIORS = Registry("prior", "model.prior.kind")
 """Priors: ``build(options, data, latent_dim, seed) -> Prior`` with ``options`` the config's
 ``model.prior`` section and ``data`` the data set the model is for; info ``mixture`` (bool),
-``encodes_inputs`` (bool, the VampPrior protocol)."""
+``encodes_inputs`` (bool, the VampPrior protocol), ``options`` (the ``model.prior`` keys it reads
+besides ``kind``; :func:`mixvae.build` refuses the others)."""
 ARCHITECTURES = Registry("architecture", "model.arch")
 """Architectures: ``build(model_section, data, prior, likelihood_head) -> LatentVariableModel``;
 info ``data`` ('image' (C, H, W), 'vector' (D,) or 'any') and ``levels`` (latent levels)."""
