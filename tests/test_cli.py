@@ -53,6 +53,10 @@ def test_train_eval_sample_and_resume(tmp_path, capsys):
     code, out, err = run_cli(["sample", run, "-n", 16, "--out", tmp_path / "s.png"], capsys)
     assert code == 0 and (tmp_path / "s.png").exists()
 
+    for extra in (["--pairs", 2], ["--walk", "--dims", 0, 1, "-k", 2]):
+        code, out, err = run_cli(["interpolate", run, "--out", tmp_path / "i.png", "--steps", 3] + extra, capsys)
+        assert code == 0 and (tmp_path / "i.png").stat().st_size > 0, err
+
     # --threads holds for every command that opens a run; --weights is reported as what was used
     torch.set_num_threads(2)
     code, out, err = run_cli(["export", run, "--out", tmp_path / "w.safetensors", "--threads", 1], capsys)

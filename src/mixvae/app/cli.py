@@ -86,11 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "dimensions by -k..k posterior standard deviations (one row per dimension).")
     p.add_argument("run", type=Path)
     p.add_argument("--out", type=Path, default=Path("interpolations.png"))
-    p.add_argument("--pairs", type=int, default=8, help="image pairs (rows)")
+    p.add_argument("--pairs", type=int, default=None, help="image pairs (rows; default 8; not with --walk)")
     p.add_argument("--steps", type=int, default=10, help="pictures per row")
     p.add_argument("--walk", action="store_true", help="latent walks instead of interpolations")
-    p.add_argument("--dims", type=int, nargs="+", default=None, help="latent dimensions to walk (default: the first 8)")
-    p.add_argument("-k", type=float, default=20.0, help="walk from -k to +k posterior standard deviations (default 20)")
+    p.add_argument("--dims", type=int, nargs="+", default=None, help="--walk: latent dimensions to walk (default: the first 8)")
+    p.add_argument("-k", type=float, default=None, help="--walk: from -k to +k posterior standard deviations (default 20)")
     p.add_argument("--seed", type=int, default=0, help="chooses the test images")
     p.add_argument("--checkpoint", choices=("auto", "best", "latest"), default="auto")
     p.add_argument("--weights", type=Path, default=None, help="use these safetensors weights (from mixvae export)")
@@ -328,6 +328,13 @@ def cmd_interpolate(args) -> int:
 
     from .viz import interpolations, latent_walk, save_grid
 
+    given = [name for name, v in (("--pairs", args.pairs), ("--dims", args.dims), ("-k", args.k))
+             if v is not None and (name == "--pairs") == args.walk]
+    if given:
+        raise UserError(f"{given[0]} is for {'interpolations' if args.walk else 'latent walks (--walk)'}; "
+                        f"{'drop it or drop --walk' if args.walk else 'add --walk or drop it'}")
+    args.pairs = 8 if args.pairs is None else args.pairs
+    args.k = 20.0 if args.k is None else args.k
     _positive("--pairs", args.pairs, MAX_GRID_SIDE)
     _positive("--steps", args.steps, MAX_GRID_SIDE)
     if not (math.isfinite(args.k) and args.k > 0):
