@@ -184,3 +184,17 @@ def test_bench2d_refuses_a_kept_cell_made_with_another_warmup_or_overrides(tmp_p
         run(warmup=6, extra=("eval.toy_grid=32",))
     assert bench2d.Budget(6000, 3000).overrides(bench2d.preset_path(ROOT / "configs", "rings", "sintro"))[1] == \
         "train.warmup_steps=3000"                          # a longer warm-up than the preset's is used as given
+
+
+def test_a_grid_refuses_a_kept_cell_made_with_other_settings(tmp_path):
+    """run_grid reuses a kept cell only if every setting it recorded matches the one asked for now."""
+    from mixvae.app.grid import Cell, run_grid
+    from mixvae.errors import UserError
+    kept = tmp_path / "cells" / "a-seed0"
+    kept.mkdir(parents=True)
+    (kept / "eval.json").write_text(json.dumps({"epochs": 30, "channels": [4, 8], "kl": 1.0}))
+    cell = lambda **meta: Cell("a-seed0", ROOT / "configs" / "vampprior" / "vae_vampprior_dynamic_mnist.yaml", [], meta)
+    table = lambda results: "table"
+    assert run_grid([cell(epochs=30, channels=(4, 8), tag="new")], tmp_path / "w", tmp_path, table) == "table"
+    with pytest.raises(UserError, match="kept from a run with epochs 30, not 3;"):
+        run_grid([cell(epochs=3, channels=(4, 8))], tmp_path / "w", tmp_path, table)

@@ -12,7 +12,6 @@ schedule keeps its shape. At I = 30k nothing changes.
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -93,13 +92,6 @@ def run(out: Path, configs: Path, datasets=PAPER, methods=DEFAULT_METHODS, seeds
                            dict(data=d, method=m, seed=seed, iterations=iterations, warmup=budget.warmup_of(preset),
                                 overrides=list(extra)))
                       for seed in range(base_seed, base_seed + seeds)]
-    for c in cells:               # a kept cell is reused only if it was made with this budget and these overrides
-        kept = out / "cells" / c.name / "eval.json"
-        r = json.loads(kept.read_text()) if kept.is_file() else {}
-        for key in ("warmup", "overrides"):
-            if key in r and r[key] != c.meta[key]:
-                raise UserError(f"{kept.parent}: kept from a run with {key} {r[key]!r}, not {c.meta[key]!r}; delete "
-                                "that folder to train it again, or give another --out")
     return run_grid(cells, work or out / "work", out, table_and_pictures, data_dir, log=log,
                     summary=lambda r: f"KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "
                                       f"({r['train_seconds']:.0f} s training)")

@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Optional
 
 from . import runs
 from ..config import load_config
+from ..errors import UserError
 
 KEEP = ("config.yaml", "metrics.jsonl", "run.json", "samples.png", "reconstructions.png", "interpolations.png",
         "pseudo_inputs.png", "density.png")
@@ -68,6 +69,9 @@ def run_grid(cells: Iterable[Cell], work: Path, results: Path, table: Callable[[
     ``results/TABLE.md`` with ``table(results)``. Returns the final table (written once more only if
     no cell ran, so that an empty grid rewrites the table from the kept cells)."""
     text = None
+    cells = list(cells)
+    for c in cells:
+        check_kept(results / "cells" / c.name, c.meta)
     for c in cells:
         if (results / "cells" / c.name / "eval.json").exists():
             continue
@@ -75,6 +79,21 @@ def run_grid(cells: Iterable[Cell], work: Path, results: Path, table: Callable[[
         log(f"{c.name}: {summary(r)}")
         text = write_table(results, table)
     return write_table(results, table) if text is None else text
+
+
+def check_kept(folder: Path, meta: dict) -> None:
+    """A kept cell (``folder/eval.json``) stands for a cell of the same name only if it was made with
+    the same settings: every key of ``meta`` it recorded has the value asked for now. Else UserError:
+    a table would otherwise mix cells of different settings under one name."""
+    kept = folder / "eval.json"
+    if not kept.is_file():
+        return
+    recorded = json.loads(kept.read_text())
+    for key, wanted in meta.items():
+        wanted = json.loads(json.dumps(wanted, default=str))     # as eval.json holds it (tuples as lists)
+        if key in recorded and recorded[key] != wanted:
+            raise UserError(f"{folder}: kept from a run with {key} {recorded[key]!r}, not {wanted!r}; delete that "
+                            "folder to train it again, or give another results folder")
 
 
 def write_table(results: Path, table: Callable[[Path], str]) -> str:
