@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.app import bench2d, runs  # noqa: E402
-from mixvae.app.grid import cell_progress, continue_cell, finish_cell, needs_training, write_table  # noqa: E402
+from mixvae.app.grid import (cell_progress, continue_cell, finish_cell, is_finished, needs_training,  # noqa: E402
+                             write_table)
 
 RESULTS = ROOT / "results" / "2d_protocol"
 OVERRIDES = ["train.threads=1"]
@@ -43,7 +44,7 @@ COMMAND = "python experiments/sintro2d_protocol.py --seeds S ..."
 def table(results: Path, cells: list[tuple[int, str, str]], iterations: int) -> str:
     """bench2d's table of the finished cells, opened by how many of the grid's ``cells`` (seed,
     data, method) are finished while some are not."""
-    done = sum((results / "cells" / cell_name(d, m, s, iterations) / "eval.json").is_file() for s, d, m in cells)
+    done = sum(is_finished(results / "cells" / cell_name(d, m, s, iterations)) for s, d, m in cells)
     seeds, rows = sorted({s for s, _, _ in cells}), len({(d, m) for _, d, m in cells})
     head = "" if done == len(cells) else (
         f"**Incomplete: {done} of {len(cells)} cells finished** ({rows} row{'s' * (rows != 1)} x seeds "
@@ -64,11 +65,12 @@ def status(cells: list[tuple[int, str, str]], results: Path, iterations: int) ->
     """One line per cell (done, the step an unfinished one continues from and who trains it, or
     not started), then the training time left: each method's seconds per step in its finished
     cells (one thread each) times the steps its other cells still need."""
-    rows, left, per_step = [], {}, {}
+    rows, left, per_step, done = [], {}, {}, 0
     for seed, data, method in cells:
         folder = results / "cells" / cell_name(data, method, seed, iterations)
         state, step = cell_progress(folder)
         if state == "done":
+            done += 1
             r = json.loads((folder / "eval.json").read_text())
             per_step.setdefault(method, []).append(r["train_seconds"] / max(r["steps"], 1))
             rows.append(f"{folder.name}: done, KL {r['kl']:.3f} ({r['train_seconds'] / 60:.0f} min)")
@@ -77,7 +79,6 @@ def status(cells: list[tuple[int, str, str]], results: Path, iterations: int) ->
         rows.append(f"{folder.name}: " + (f"at step {step} of {iterations}" if state == "unfinished" else "not started")
                     + (f", trained now by process {holder}" if holder else ""))
         left[method] = left.get(method, 0) + iterations - step
-    done = sum(r.endswith("min)") for r in rows)
     rows.append(f"{done} of {len(cells)} cells done.")
     for method, steps in left.items():
         rate = per_step.get(method)

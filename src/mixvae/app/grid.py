@@ -196,10 +196,15 @@ def pack_cell(folder: Path) -> None:
         junk.unlink()
 
 
+def is_finished(folder: Path) -> bool:
+    """Whether a long cell is finished: evaluated (eval.json) and its checkpoints deleted."""
+    return (folder / "eval.json").is_file() and not (folder / "checkpoints").exists()
+
+
 def needs_training(folder: Path, pack: bool) -> bool:
     """Whether a long cell is to be trained now: not if it is finished (eval.json, no checkpoints),
     nor when packing (``--pack``: an unfinished cell is packed with :func:`pack_cell` instead)."""
-    if (folder / "eval.json").is_file() and not (folder / "checkpoints").exists():
+    if is_finished(folder):
         return False
     if pack:
         if (folder / "checkpoints").is_dir():
@@ -213,7 +218,7 @@ def cell_progress(folder: Path) -> tuple[str, int]:
     """Where a long cell stands: ("done", steps trained), ("unfinished", the step its latest
     checkpoint continues from) or ("new", 0)."""
     from ..training.checkpoint import load_checkpoint
-    if (folder / "eval.json").is_file() and not (folder / "checkpoints").exists():
+    if is_finished(folder):
         return "done", int(json.loads((folder / "eval.json").read_text()).get("steps", 0))
     latest = folder / "checkpoints" / "latest.pt"
     if latest.is_file() or latest.with_name("latest.prev.pt").is_file():
