@@ -27,7 +27,7 @@ import torch
 
 from .config import Config, PriorConfig, config_from_dict, config_to_dict, load_config, save_config
 from .data import BatchStream, Dataset, from_tensors
-from .data.datasets import _as_split
+from .data.datasets import _as_split, to_model_range
 from .errors import UserError
 from .factory import build_model, build_objective, resolve_auto, resolve_device
 from .models import LatentVariableModel
@@ -209,9 +209,8 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
 def _examples(model, x) -> torch.Tensor:
     """x as the model sees it: on its device, in [-1, 1] for a model trained with data.scale = symmetric."""
     device = next(model.parameters()).device
-    t = _as_split(x, "x").get().to(device)
     cfg = getattr(model, "config", None)
-    return t * 2.0 - 1.0 if cfg is not None and cfg.data.scale == "symmetric" else t
+    return to_model_range(_as_split(x, "x").get().to(device), cfg is not None and cfg.data.scale == "symmetric")
 
 
 def _batches(model, x, batch_size: int):

@@ -112,7 +112,7 @@ class Dataset:
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] -> the model's range."""
-        return x * 2.0 - 1.0 if self.symmetric else x
+        return to_model_range(x, self.symmetric)
 
     def unscale(self, x: torch.Tensor) -> torch.Tensor:
         """The model's range -> [0, 1] (for pictures)."""
@@ -526,6 +526,11 @@ def _toy(name: str, seed: int, n_train, n_test, epoch_size: int) -> Dataset:
 
 
 # --------------------------------------------------------------------------------- in-memory data
+def to_model_range(x: torch.Tensor, symmetric: bool) -> torch.Tensor:
+    """Data in [0, 1] -> a model's range: [-1, 1] when ``symmetric`` (``data.scale = symmetric``), else as is."""
+    return x * 2.0 - 1.0 if symmetric else x
+
+
 def _as_split(data, where: str) -> Split:
     """A tensor or array of examples -> a Split: images (N, C, H, W) with C in {1, 3} or (N, H, W),
     vectors (N, D); uint8 (0..255, or 0/1) or floats (in [0, 1] for images)."""
