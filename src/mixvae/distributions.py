@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
+from . import native
 from .precision import full, full_precision
 
 LOG_2PI = math.log(2 * math.pi)
@@ -488,6 +489,62 @@ class _MixtureLogSumExp(torch.autograd.Function):
         return g_feats, g_weights, g_const, g_z, g_m, g_l, g_o, *nones
 
 
+def _direct_form_error(out: torch.Tensor, const: torch.Tensor, dim: int) -> float:
+    """Estimated rounding error, in nats, of a float32 log-sum-exp over direct-form terms
+    a_nk = c_k - sum_d (z_nd - m_kd)^2 / (2 v_kd) (:class:`_NativeMixtureLogSumExp`), given its
+    result ``out`` (N,) and c (K,), both in nats.
+
+    Each term rounds relative to its own size |c_k| + Q_nk (Q the quadratic part), about u (4 + D)
+    of it; the log-sum-exp weighs term k by e^(a_nk - out_n), so its error is at most about
+    2u (4 + D) (max_k |c_k| + max_k c_k - out_n + log K + 1), largest at the smallest out_n. NaN
+    (not certified) where out is not finite."""
+    spread = const.abs().amax() + const.amax() - out.amin() + math.log(const.shape[0]) + 1.0
+    return float(spread) * 2 * torch.finfo(torch.float32).eps * (4 + dim)
+
+
+class _NativeMixtureLogSumExp(torch.autograd.Function):
+    """log sum_k w_k N(z_n; m_k, diag(v_k)), shape (N,), in nats, by the fused C kernel of
+    :mod:`mixvae.native` (float32 on the CPU, D <= 4): each term in the direct form
+    c_k - sum_d (z_nd - m_kd)^2 / (2 v_kd), in bits, formed, exponentiated and summed in registers,
+    forward and backward (which recomputes the terms). With r_nk = g_n x the responsibilities
+    and S_k = sum_n r_nk [z_n - m_k, (z_n - m_k)^2, 1] from the kernel:
+    dL/dz_n = -sum_k r_nk (z_n - m_k) / v_k, dL/dm_k = S1_k / v_k, dL/dl_k = (S2_k / v_k - S0_k) / 2,
+    dL/dlog w_k = S0_k."""
+
+    @staticmethod
+    def forward(ctx, z, log_weights, means, logvars):
+        inv_var = torch.exp(-logvars)
+        const = log_weights - 0.5 * (means.shape[-1] * LOG_2PI + logvars.sum(-1))
+        half = inv_var * (0.5 * LOG2_E)
+        out = native.mixture_lse_forward(z, means, half, const * LOG2_E)
+        ctx.save_for_backward(z, means, inv_var, half, const, out)
+        return out * LN_2
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, means, inv_var, half, const, out = ctx.saved_tensors
+        g_z, S = native.mixture_lse_backward(z, means, half, const * LOG2_E, out, grad)
+        dim = z.shape[-1]
+        s1, s2, s0 = S[:, :dim], S[:, dim:2 * dim], S[:, 2 * dim]
+        return g_z.mul_(-2 * LN_2), s0, s1 * inv_var, 0.5 * (s2 * inv_var - s0[:, None])
+
+
+def _native_mixture_log_prob(z, log_weights, means, logvars, tol: float) -> torch.Tensor | None:
+    """:class:`_NativeMixtureLogSumExp` where the kernel serves these inputs (finite, float32 on the
+    CPU, D <= 4) and its estimated rounding error (:func:`_direct_form_error`) is at most ``tol``
+    nats; else None."""
+    if tol < 0 or not native.usable(z):
+        return None
+    with torch.no_grad():         # a finite sum: every input finite (or rarely an overflow: not served)
+        if not math.isfinite(z.sum() + means.sum() + logvars.sum() + log_weights.sum()):
+            return None
+    out = _NativeMixtureLogSumExp.apply(z, log_weights, means, logvars)
+    with torch.no_grad():
+        const = log_weights - 0.5 * (means.shape[-1] * LOG_2PI + logvars.sum(-1))
+        error = _direct_form_error(out, const, z.shape[-1]) if z.shape[0] else 0.0
+    return out if error <= tol else None
+
+
 @full_precision
 def mixture_log_prob(z: torch.Tensor, log_weights: torch.Tensor, means: torch.Tensor,
                      logvars: torch.Tensor, block: int = 1 << 17, tol: float = _EXPANSION_TOL) -> torch.Tensor:
@@ -499,7 +556,14 @@ def mixture_log_prob(z: torch.Tensor, log_weights: torch.Tensor, means: torch.Te
     is evaluated in float64 and rounded back, and the terms that matter of components still above
     ``tol`` there are the direct sum (a negative ``tol``: of every component, in float64).
     z: (N, D); log_weights (K,); means, logvars (K, D). Nats.
+
+    In float32 on the CPU with D <= 4, the fused C kernel of :mod:`mixvae.native` (the direct form,
+    :class:`_NativeMixtureLogSumExp`) serves the call instead, wherever it is available and its
+    estimated error is at most ``tol`` nats.
     """
+    out = _native_mixture_log_prob(z, log_weights, means, logvars, tol)
+    if out is not None:
+        return out
     weights, const, q = _gaussian_linear_form(means, logvars, log_weights)
     z_sq = z * z
     stiff = _stiff_components(z_sq, logvars, q, tol)
