@@ -125,37 +125,39 @@ def test_build_is_cached_and_failures_fall_back(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_certified_kernel_results_are_within_tol_of_float64(kernel_calls, seed, monkeypatch):
-    """Hard cases (log-variances from -12 to 8, means of scale 0.1 to 30, rows 0.1 to 5 standard
-    deviations from a component, D = 1 ... 4): wherever the kernel's estimated error (_direct_form_error) lets its
-    result stand, the value is within 1e-4 nats of float64 and the gradients within the
-    accuracy suite's tolerance (1e-3 + 1e-5 of the largest entry)."""
+def test_certified_rows_are_within_tol_of_float64_and_the_others_are_redone(kernel_calls, seed, monkeypatch):
+    """Hard cases (log-variances from -12 to 8, means of scale 0.1 to 30, rows 0.1 to 10 standard
+    deviations from a component, D = 1 ... 4). Rows whose estimated error (_direct_form_error) is
+    at most 1e-4 nats keep the kernel's value, within 1e-4 nats of float64; the others are done
+    again by the PyTorch path, within the accuracy suite's tolerance (1e-3 nats or 1e-5 of the
+    value); the gradients within 1e-3 + 1e-5 of the largest entry everywhere. (Measured over 300
+    such cases: errors at most 0.10 of the estimate; 94% of the rows certified.)"""
     from mixvae import distributions
-    kept = []
+    estimates = []
     estimate = distributions._direct_form_error
-    monkeypatch.setattr(distributions, "_direct_form_error", lambda *a: kept.append(estimate(*a)) or kept[-1])
+    monkeypatch.setattr(distributions, "_direct_form_error", lambda *a: estimates.append(estimate(*a)) or estimates[-1])
     g = torch.Generator().manual_seed(seed)
-    checked = 0
+    kept = redone = 0
     for case in range(8):
         dim, k = 1 + case % 4, int(torch.randint(1, 80, (1,), generator=g))
         scale = 10 ** float(torch.empty(1).uniform_(-1, 1.5, generator=g))
         means = scale * torch.randn(k, dim, generator=g)
         logvars = torch.empty(k, dim).uniform_(-12, 8, generator=g)
         pick = torch.randint(k, (300,), generator=g)
-        spread = torch.exp(0.5 * logvars[pick]) * 10 ** torch.empty(300, 1).uniform_(-1, 0.7, generator=g)
+        spread = torch.exp(0.5 * logvars[pick]) * 10 ** torch.empty(300, 1).uniform_(-1, 1, generator=g)
         z = means[pick] + spread * torch.randn(300, dim, generator=g)
         logits, cot = torch.randn(k, generator=g), torch.randn(300, generator=g)
-        kept.clear()
+        estimates.clear()
         out, grads = _value_and_grads(z, logits, means, logvars, cot)
-        if not kept or kept[-1] > 1e-4:
-            continue                                       # not the kernel's result
+        certified = estimates[0] <= 1e-4
+        kept, redone = kept + int(certified.sum()), redone + int((~certified).sum())
         want, _, (g_z, g_m, g_l, g_logits) = reference(z, logits, means, logvars, cot)
-        assert (out.double() - want).abs().max() <= 1e-4 + 1e-6 * want.abs().max()
+        err = (out.double() - want).abs()
+        assert (err[certified] <= 1e-4 + 1e-6 * want[certified].abs()).all()
+        assert (err <= torch.clamp(1e-5 * want.abs(), min=1e-3)).all()
         for got, ref in zip(grads, (g_z, g_logits, g_m, g_l)):
             assert (got.double() - ref).abs().max() <= 1e-3 + 1e-5 * ref.abs().max()
-        checked += 1
-    assert checked >= 2                  # (about 40% of such cases are certified; measured errors
-                                         # were at most 0.08 of the estimate over 300 cases)
+    assert kept > 300 and redone > 0
 
 
 def _kernel_in_child(queue, args):
