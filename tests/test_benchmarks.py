@@ -190,3 +190,15 @@ def test_stacked_members_probe_times_the_same_maths_both_ways(capsys):
             torch.testing.assert_close(b.grad[m, 0], params[m][j][1].grad, rtol=1e-4, atol=1e-6)
     sm.main(["--members", "2", "--rounds", "1", "--calls", "2"])
     assert "stacked is" in capsys.readouterr().out
+
+
+def test_native_kernel_probe_measures_error_against_its_estimate():
+    """benchmarks/native_kernel.py: on a few hard cases the kernel's errors stay below its
+    estimate, and some rows are kept (within the 1e-4-nat tolerance)."""
+    from mixvae import native
+    native.reset()
+    if native.library() is None:
+        pytest.skip(f"the C kernel is unavailable here: {native.unavailable}")
+    import native_kernel
+    worst, share = native_kernel.error_ratios(6, big=False)
+    assert 0 < worst < 1 and share > 0.5

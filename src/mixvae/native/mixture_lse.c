@@ -15,10 +15,12 @@
  * Rows go LANES at a time, one lane per row, so every loop the compiler vectorises runs over
  * independent lanes: no reassociation and no -ffast-math. a is never stored; the backward
  * recomputes it. The column sums S add FLUSH blocks of rows per lane in float32 and then go into a
- * float64 total, so their rounding does not grow with the number of rows. Inputs are finite (the
- * caller checks), so 2^x needs no special values: its exponent is clamped to [-126, 127] (terms
- * below 2^-126 of a row's largest change nothing in float32), and 2^x is a degree-7 polynomial on
- * [-1/2, 1/2] (Taylor, error below 1e-8 relative) times a power of two.
+ * float64 total, so their rounding does not grow with the number of rows. 2^x is a degree-7
+ * polynomial on [-1/2, 1/2] (Taylor, error below 1e-8 relative) times a power of two; exponents
+ * below -126 (terms below 2^-126 of a row's largest, which change nothing in float32) and NaN
+ * (a row whose terms are all -inf) give 0, exponents above 127 give 2^127. The caller passes
+ * finite z, m, h and c; terms can still overflow to -inf, and such rows (out = -inf) are done
+ * again by the caller with an incoming gradient of 0, which then adds exactly 0 here.
  */
 #include <stdint.h>
 #include <string.h>
@@ -27,10 +29,11 @@
 #define LANES 16
 #define FLUSH 32
 
-static inline float exp2_clamped(float x) {
-    x = x < -126.0f ? -126.0f : (x > 127.0f ? 127.0f : x);
-    float n = nearbyintf(x);
-    float f = x - n;                                            /* [-1/2, 1/2] */
+static inline float exp2_flushed(float x) {
+    int keep = x >= -126.0f;                                    /* false for NaN as well */
+    float y = keep ? (x < 127.0f ? x : 127.0f) : -126.0f;       /* no NaN reaches the conversion */
+    float n = nearbyintf(y);
+    float f = y - n;                                            /* [-1/2, 1/2] */
     float p = 1.5252734e-05f;                                   /* ln(2)^i / i!, i = 7 ... 0 */
     p = p * f + 1.5403530e-04f;
     p = p * f + 1.3333558e-03f;
@@ -40,8 +43,8 @@ static inline float exp2_clamped(float x) {
     p = p * f + 6.9314718e-01f;
     p = p * f + 1.0f;
     union { uint32_t u; float v; } s;
-    s.u = (uint32_t)((int32_t)n + 127) << 23;                   /* 2^n */
-    return p * s.v;
+    s.u = (uint32_t)((int32_t)n + 127) << 23;                   /* 2^n, n in [-126, 127] */
+    return keep ? p * s.v : 0.0f;
 }
 
 static void flush(float *acc, double *total, int64_t n) {
@@ -83,7 +86,7 @@ void mixture_lse_forward_##D(const float *z, int64_t n_rows, const float *mean, 
         for (int64_t k = 0; k < K; k++)                                                           \
             for (int j = 0; j < LANES; j++) {                                                     \
                 TERM(D, a, diff)                                                                  \
-                sum[j] += exp2_clamped(a - top[j]);                                               \
+                sum[j] += exp2_flushed(a - top[j]);                                               \
             }                                                                                     \
         for (int j = 0; j < m_; j++) out[i + j] = top[j] + log2f(sum[j]);                         \
     }                                                                                             \
@@ -107,7 +110,7 @@ void mixture_lse_backward_##D(const float *z, int64_t n_rows, const float *mean,
             float *ak = acc + k * width * LANES;                                                  \
             for (int j = 0; j < LANES; j++) {                                                     \
                 TERM(D, a, diff)                                                                  \
-                float r = s[j] * exp2_clamped(a - o[j]);                                          \
+                float r = s[j] * exp2_flushed(a - o[j]);                                          \
                 for (int d = 0; d < D; d++) {                                                     \
                     float rd = r * diff[d];                                                       \
                     gx[d][j] += rd * h[d * K + k];                                                \
