@@ -247,6 +247,12 @@ def _stiff_components(z_sq: torch.Tensor, logvars: torch.Tensor, q: torch.Tensor
         return (bound, stiff) if stiff.numel() else None
 
 
+def _log_weight_and_normaliser(log_weights: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
+    """log w_k - (D log 2pi + sum_d l_kd) / 2, (K,), in nats: the part of log w_k N(z; m_k, v_k)
+    that does not depend on z. log_weights (K,), logvars (K, D)."""
+    return log_weights - 0.5 * (logvars.shape[-1] * LOG_2PI + logvars.sum(-1))
+
+
 def _direct_log_prob(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
     """log N(z; m, diag(exp(l))) = -(D log 2pi + sum_d l_d + sum_d (z_d - m_d)^2 / v_d) / 2 in nats.
 
@@ -421,7 +427,7 @@ class _MixtureLogSumExp(torch.autograd.Function):
         found = []                                   # per block: (rows + offset, components, values in bits)
         if stiff is not None:
             inv_var = torch.exp(-logvars)
-            direct_const = log_weights - 0.5 * (means.shape[-1] * LOG_2PI + logvars.sum(-1))
+            direct_const = _log_weight_and_normaliser(log_weights, logvars)
             bound2 = bound * LOG2_E
             bound_max = float(bound2.max())
         for i in range(0, n_rows, rows):
@@ -519,7 +525,7 @@ class _NativeMixtureLogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, log_weights, means, logvars):
         inv_var = torch.exp(-logvars)
-        const = log_weights - 0.5 * (means.shape[-1] * LOG_2PI + logvars.sum(-1))
+        const = _log_weight_and_normaliser(log_weights, logvars)
         half = inv_var * (0.5 * LOG2_E)
         out = native.mixture_lse_forward(z, means, half, const * LOG2_E)
         ctx.save_for_backward(z, means, inv_var, half, const, out)
@@ -559,7 +565,7 @@ def _native_mixture_log_prob(z, log_weights, means, logvars, tol: float, block: 
         return None
     out = _NativeMixtureLogSumExp.apply(z, log_weights, means, logvars)
     with torch.no_grad():
-        const = log_weights - 0.5 * (means.shape[-1] * LOG_2PI + logvars.sum(-1))
+        const = _log_weight_and_normaliser(log_weights, logvars)
         redo = (~(_direct_form_error(out, const, z.shape[-1]) <= tol)).nonzero().squeeze(1)
     if redo.numel() == 0:
         return out
