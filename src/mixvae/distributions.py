@@ -550,7 +550,7 @@ def _kernel_serves(z, log_weights, means, logvars) -> bool:
     if not (z.dim() == 2 and means.dim() == 2 and means.shape == logvars.shape
             and log_weights.shape == means.shape[:1] and z.shape[1] == means.shape[1]):
         return False
-    if not all(t.dtype == torch.float32 and t.device.type == "cpu" for t in inputs) or not native.usable(z):
+    if not all(t.dtype == torch.float32 and t.device.type == "cpu" for t in inputs) or not native.usable(z.shape[1]):
         return False
     with torch.no_grad():         # a finite sum: every input finite (or rarely an overflow: not served)
         return math.isfinite(z.sum() + means.sum() + log_weights.sum() + torch.exp(-logvars).sum())
