@@ -121,6 +121,11 @@ def test_a_finished_cell_reopens_from_its_safetensors_and_reproduces_its_check_f
     assert main(["eval", str(cell), "--ll-samples", "1000", "--set", "data.test_subset=1000", "--json", "--threads", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["test_ll"] == pytest.approx(check["test_ll"], abs=1e-4)
+    # --recheck computes the check again (the figure may not move) and adds nothing to the cell but eval.json
+    before = {p.name for p in cell.iterdir()}
+    assert protocol(results, "--recheck").returncode == 0
+    again = json.loads((cell / "eval.json").read_text())["check"]
+    assert again["test_ll"] == pytest.approx(check["test_ll"], abs=1e-3) and {p.name for p in cell.iterdir()} == before
     assert main(["sample", str(cell), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
     table = (results / "TABLE.md").read_text()
