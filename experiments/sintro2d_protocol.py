@@ -56,9 +56,13 @@ def cell_name(data: str, method: str, seed: int, iterations: int) -> str:
     return f"{data}-{method}-{iterations}it-seed{seed}"
 
 
-def measure(folder: Path, data_dir) -> dict:
-    """The benchmark's evaluation of a finished cell, from its model.safetensors as a user reopens it."""
-    return runs.evaluate(runs.open_run(folder, data_dir, weights=folder / runs.WEIGHTS_FILE))
+def measure(folder: Path, data_dir, pictures: bool = True) -> dict:
+    """The benchmark's evaluation of a finished cell, from its model.safetensors as a user reopens it
+    (and its density.png, unless ``pictures`` is false)."""
+    run = runs.open_run(folder, data_dir, weights=folder / runs.WEIGHTS_FILE)
+    if not pictures:
+        run.path = None
+    return runs.evaluate(run)
 
 
 def status(cells: list[tuple[int, str, str]], results: Path, iterations: int) -> str:
@@ -93,14 +97,14 @@ FIGURES = ("kl", "jsd", "kl_mass", "jsd_mass", "gnelbo", "inactive_modes")
 
 def verify(cells: list[tuple[int, str, str]], results: Path, iterations: int, data_dir, tol: float = 1e-5) -> bool:
     """Re-evaluate every finished cell from its model.safetensors (as ``mixvae eval <cell>`` does) and
-    print, per cell, the largest relative difference from the figures in its eval.json. True when
-    every cell reproduces them within ``tol``."""
+    print, per cell, the largest relative difference from the figures in its eval.json (writing
+    nothing). True when every cell reproduces them within ``tol``."""
     ok = True
     for seed, data, method in cells:
         folder = results / "cells" / cell_name(data, method, seed, iterations)
         if cell_progress(folder)[0] != "done":
             continue
-        kept, again = json.loads((folder / "eval.json").read_text()), measure(folder, data_dir)
+        kept, again = json.loads((folder / "eval.json").read_text()), measure(folder, data_dir, pictures=False)
         worst = max(abs(again[k] - kept[k]) / max(abs(kept[k]), 1e-12) for k in FIGURES if k in kept)
         ok &= worst <= tol
         print(f"{folder.name}: {'reproduced' if worst <= tol else 'DIFFERS'} (largest relative difference "

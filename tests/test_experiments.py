@@ -141,8 +141,11 @@ def test_2d_protocol_script_tiny_keeps_cells_that_mixvae_eval_reproduces(tmp_pat
     assert lines[0].startswith("rings-vae-16it-seed7: done, KL ")
     assert lines[1:] == ["rings-sintro-16it-seed7: not started", "1 of 2 cells done.",
                          "sintro: 16 steps left (no finished cell to time it by)"]
+    files = lambda: {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
+    before = files()
     proc = subprocess.run(cmd + ["--verify"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert files() == before                              # verifying writes nothing
     assert [line.split(":")[0] + ": " + line.split(": ")[1].split(" ")[0] for line in proc.stdout.splitlines()] == \
         ["rings-vae-16it-seed7: reproduced", "rings-learned_prior-16it-seed7: reproduced"]
     kept["kl"] *= 1.001                                   # a figure that its weights do not give
