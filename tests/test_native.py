@@ -1,6 +1,10 @@
 """The optional C kernel (mixvae.native) against a float64 reference and the PyTorch path, its
 multi-threaded row split, and the fallback where it cannot be built."""
+import os
 import subprocess
+import sys
+import tempfile
+import time
 
 import pytest
 import torch
@@ -111,7 +115,7 @@ def test_build_is_cached_and_failures_fall_back(tmp_path, monkeypatch):
             native.reset()
             assert native.library() is None and reason in native.unavailable
             torch.testing.assert_close(mixture_log_prob(z, torch.log_softmax(logits, -1), means, logvars), want)
-    assert not list(tmp_path.glob("native/*"))            # nothing half-written is left behind
+    assert not list(tmp_path.glob("native/*.so"))         # nothing half-written is left behind
     native.reset()
     if native._compiler() is None:
         assert "no C compiler" in native.unavailable
@@ -121,6 +125,40 @@ def test_build_is_cached_and_failures_fall_back(tmp_path, monkeypatch):
     native.reset()
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("rebuilt although cached"))
     assert native.library() is not None
+    native.reset()
+
+
+def test_a_refused_flag_is_remembered_and_an_unwritable_cache_falls_back(tmp_path, monkeypatch):
+    """A compiler that refuses -march=native is asked once per cache, not once per process; a
+    cache folder that cannot be made is replaced by one in the temporary directory; temporary
+    files a killed build left over an hour ago are removed."""
+    native.reset()
+    real = native._compiler()
+    if real is None:
+        pytest.skip("no C compiler here")
+    log = tmp_path / "calls"
+    cc = tmp_path / "cc"
+    cc.write_text(f"#!{sys.executable}\nimport subprocess, sys\n"
+                  f"open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+                  "sys.exit(1 if '-march=native' in sys.argv else subprocess.call([" + repr(real[0]) + "] + sys.argv[1:]))\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("MIXVAE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "native").mkdir(parents=True)
+    old = tmp_path / "cache" / "native" / "tmpkilled.so"
+    old.write_bytes(b"half")
+    os.utime(old, (time.time() - 7200,) * 2)
+    assert native.library() is not None, native.unavailable
+    assert len(log.read_text().splitlines()) == 2 and not old.exists()
+    native.reset()
+    assert native.library() is not None and len(log.read_text().splitlines()) == 2   # nothing compiled again
+    native.reset()
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MIXVAE_CACHE", str(tmp_path / "file"))    # ~/.cache cannot be made: a file is in the way
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert native.library() is not None, native.unavailable
+    assert len(list((tmp_path / "tmp").glob("mixvae-*/native/*.so"))) == 1
     native.reset()
 
 

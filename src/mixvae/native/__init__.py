@@ -13,8 +13,9 @@ PyTorch path, which is used whenever the kernel is not:
 - ``MIXVAE_NATIVE=0`` in the environment (to compare, or to rule the kernel out when debugging).
 
 The library is built once per source, flags and CPU (``-march=native``) into
-``$MIXVAE_CACHE/native`` (default ~/.cache/mixvae/native), written to a temporary name and
-renamed, so concurrent processes never load a half-written file.
+``$MIXVAE_CACHE/native`` (default ~/.cache/mixvae/native; where that cannot be written, a folder
+in the system's temporary directory), written to a temporary name and renamed, so concurrent
+processes never load a half-written file.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,8 +44,12 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("MIXVAE_CACHE", "~/.cache/mixvae")).expanduser() / "native"
+def _cache_dirs() -> list[Path]:
+    """Where built libraries are kept: ``$MIXVAE_CACHE/native`` (default ~/.cache/mixvae/native),
+    then, where that cannot be written, a per-user folder in the system's temporary directory."""
+    user = os.environ.get("USER") or str(getattr(os, "getuid", lambda: "user")())
+    return [Path(os.environ.get("MIXVAE_CACHE", "~/.cache/mixvae")).expanduser() / "native",
+            Path(tempfile.gettempdir()) / f"mixvae-{user}" / "native"]
 
 
 def _compiler() -> list[str] | None:
@@ -67,15 +73,21 @@ def _cpu_id() -> str:
 
 def _build(cc: list[str]) -> Path:
     """The compiled library's path, building it first if the cache lacks it (-march=native, and
-    without it where the compiler refuses the flag)."""
+    without it where the compiler refuses the flag). A refusal is remembered in the cache (a
+    ``.failed`` file beside the library's name), so later processes do not compile in vain again."""
     source = SOURCE.read_bytes()
+    folder = _writable_cache()
+    error = ["no build attempted"]
     for arch in (["-march=native"], []):
         key = hashlib.sha256(b"\0".join([source, " ".join(cc + FLAGS + arch).encode(), _cpu_id().encode()]))
-        target = _cache_dir() / f"mixture_lse-{key.hexdigest()[:16]}.so"
+        target = folder / f"mixture_lse-{key.hexdigest()[:16]}.so"
+        failed = target.with_suffix(".failed")
         if target.exists():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        if failed.exists():
+            error = [failed.read_text(errors="replace").strip() or "an earlier build failed"]
+            continue
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
         os.close(fd)
         try:
             done = subprocess.run([*cc, *FLAGS, *arch, str(SOURCE), "-o", tmp, "-lm"],
@@ -85,10 +97,32 @@ def _build(cc: list[str]) -> Path:
                 return target
             lines = done.stderr.strip().splitlines()
             error = [ln for ln in lines if "error" in ln.lower()][:1] or lines[-1:] or [f"exit code {done.returncode}"]
+            failed.write_text(error[0] + "\n")
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     raise RuntimeError(f"{' '.join(cc)} could not build {SOURCE.name}: {error[0]}")
+
+
+def _writable_cache() -> Path:
+    """The first of :func:`_cache_dirs` that can be written, with temporary files that a killed
+    build left there over an hour ago removed."""
+    for folder in _cache_dirs():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK | os.X_OK):
+                continue
+        except OSError:
+            continue
+        stale = time.time() - 3600
+        for junk in folder.glob("tmp*.so"):
+            try:
+                if junk.stat().st_mtime < stale:
+                    junk.unlink()
+            except OSError:
+                pass
+        return folder
+    raise RuntimeError(f"no writable cache folder for the native kernel (tried {', '.join(map(str, _cache_dirs()))})")
 
 
 def library() -> ctypes.CDLL | None:
