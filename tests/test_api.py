@@ -201,6 +201,17 @@ def test_fit_and_the_measures_hand_a_symmetric_model_images_in_its_range(monkeyp
         torch.manual_seed(0)
         expected = elbo_parts(model, [x[:50] * 2 - 1])
     assert mixvae.elbo(model, x[:50]) == expected
+    # sample and reconstruct give [0, 1] back: the model's [-1, 1] output, moved
+    model.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        raw = model.eval().sample(5)
+    model.train()
+    state = torch.random.get_rng_state()
+    got = mixvae.sample(model, 5, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state) and model.training     # nothing else touched
+    torch.testing.assert_close(got, (raw + 1) / 2)
+    torch.testing.assert_close(mixvae.reconstruct(model, x[:7], batch_size=3), (model.reconstruct(x[:7] * 2 - 1) + 1) / 2)
 
 
 def test_fit_applies_the_data_keys_it_can_and_refuses_the_others():

@@ -4,7 +4,7 @@
     model = mixvae.build("vae", data=x_train, prior="vampprior", components=500)
     mixvae.fit(model, x_train, epochs=30, warmup_epochs=10)
     ll = mixvae.log_likelihood(model, x_test, samples=5000)          # (N,) nats
-    mixvae.save_images(model.sample(64), "samples.png")
+    mixvae.save_images(mixvae.sample(model, 64), "samples.png")
 
 Data are torch tensors or numpy arrays: images (N, C, H, W) with C = 1 or 3, or (N, H, W), with
 floats in [0, 1] or uint8; vectors (N, D). The kind of data (binary, 8-bit, other quantised,
@@ -60,7 +60,7 @@ def build(arch: str = "vae", *, data, seed: int = 0, prior: Optional[str] = None
     ``options``: keys of the config's ``model`` section (``latent_dim``, ``hidden``, ``likelihood``,
     ...) and of ``model.prior`` (``components``, ``learn_weights``, ``pseudo_init``, ...).
     The model carries its config as ``model.config``; its latents have ``latent_dim`` dimensions
-    and ``model.sample(n)`` returns (n, *data_shape) in the data's range.
+    and :func:`sample` draws (n, *data_shape) in the range the data came in.
     """
     ds = _data(data)
     if arch.endswith((".yaml", ".yml")) or "/" in arch:
@@ -206,11 +206,49 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
             "records": trainer.log.records}
 
 
+def _symmetric(model) -> bool:
+    """Whether the model sees data in [-1, 1] (trained with data.scale = symmetric)."""
+    cfg = getattr(model, "config", None)
+    return cfg is not None and cfg.data.scale == "symmetric"
+
+
 def _examples(model, x) -> torch.Tensor:
     """x as the model sees it: on its device, in [-1, 1] for a model trained with data.scale = symmetric."""
     device = next(model.parameters()).device
-    cfg = getattr(model, "config", None)
-    return to_model_range(_as_split(x, "x").get().to(device), cfg is not None and cfg.data.scale == "symmetric")
+    return to_model_range(_as_split(x, "x").get().to(device), _symmetric(model))
+
+
+def _as_given(model, y: torch.Tensor) -> torch.Tensor:
+    """The model's output back in the user's range ([0, 1] from [-1, 1] for a symmetric model), on the CPU."""
+    return ((y + 1.0) / 2.0 if _symmetric(model) else y).cpu()
+
+
+def sample(model: LatentVariableModel, n: int, seed: Optional[int] = None) -> torch.Tensor:
+    """n draws z ~ p(z) decoded to the likelihood's mean, (n, *data_shape) on the CPU, in the range
+    the data were given in ([0, 1] images also for a model that sees [-1, 1]; ``model.sample(n)``
+    stays in the model's own range). ``seed`` makes the draws repeatable without touching the
+    global random state."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return _as_given(model, model.sample(n))
+    finally:
+        model.train(was_training)
+
+
+def reconstruct(model: LatentVariableModel, x: Data, batch_size: int = 500) -> torch.Tensor:
+    """x (N, *data_shape), in the range it was given in, decoded from its posterior mean: the
+    likelihood's mean in the same range, (N, *data_shape) on the CPU."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([_as_given(model, model.reconstruct(b)) for b in _batches(model, x, batch_size)])
+    finally:
+        model.train(was_training)
 
 
 def _batches(model, x, batch_size: int):
