@@ -201,3 +201,37 @@ def test_a_grid_refuses_a_kept_cell_made_with_other_settings(tmp_path):
     assert run_grid([cell(epochs=30, channels=(4, 8), tag="new")], tmp_path / "w", tmp_path, table) == "table"
     with pytest.raises(UserError, match="kept from a run with epochs 30, not 3;"):
         run_grid([cell(epochs=3, channels=(4, 8))], tmp_path / "w", tmp_path, table)
+
+
+def test_precision_table_sets_each_bf16_2d_run_among_its_own_budgets_fp32_seeds(tmp_path, monkeypatch):
+    """experiments/precision_accuracy.py: the 6000-iteration and the protocol's bf16 runs are each
+    compared with the fp32 seeds of their own budget; the protocol's fp32 partner is a kept seed."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import precision_accuracy as pa
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+
+    def cell(folder, name, **r):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "eval.json").write_text(json.dumps({"jsd": 1.0, "gnelbo": 0.1, "train_seconds": 60, **r}))
+
+    toy = dict(data="8gaussians", method="learned_prior")
+    for seed, kl in [(92, 2.0), (93, 1.0), (94, 3.0)]:
+        cell(tmp_path / "protocol", f"s{seed}", seed=seed, kl=kl, iterations=30000, precision="fp32", **toy)
+        cell(tmp_path / "short", f"s{seed}", seed=seed, kl=10 * kl, iterations=6000, precision="fp32", **toy)
+    cell(tmp_path / "short", "other", seed=95, kl=99.0, iterations=6000, precision="fp32", data="rings",
+         method="learned_prior")                                                       # another data set: not a seed
+    results = tmp_path / "precision"
+    cell(results / "cells", "p", experiment="2d_protocol", precision="bf16", seed=92, kl=2.5, iterations=30000)
+    cell(results / "cells", "s", experiment="2d", precision="bf16", seed=92, kl=35.0, iterations=6000)
+    monkeypatch.setattr(pa, "TOY_BUDGETS", {"2d": (6000, tmp_path / "short"), "2d_protocol": (30000, tmp_path / "protocol")})
+    monkeypatch.setattr(pa, "ROOT", tmp_path)
+    text = pa.table(results)
+    assert ("2D, 30000 iterations: bf16 KL **2.50**; fp32 KL over seeds 92, 93, 94 (protocol): 2.00 ± 1.00, "
+            "range 1.00 to 3.00: within the range of the fp32 seeds, +0.5 standard deviations") in text
+    assert "The same seed in fp32: KL 2.00 (bf16 - fp32 = +0.50)." in text
+    assert "2D, 6000 iterations: bf16 KL **35.00**; fp32 KL over seeds 92, 93, 94 (short): 20.00 ± 10.00" in text
+    assert "outside the range" in text
+    assert "| S-IntroVAE + learned MoG(64), 8gaussians, 30000 iterations, seed 92 | bf16 | KL 2.50," in text
+    assert pa.toy_cell("2d_protocol", "bf16", 30000).overrides[-2:] == ["train.precision=bf16", "train.threads=1"]
