@@ -23,13 +23,14 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 
 from .config import Config, PriorConfig, config_from_dict, config_to_dict, load_config, save_config
 from .data import BatchStream, Dataset, from_tensors
 from .data.datasets import _as_split, to_model_range
 from .errors import UserError
-from .factory import build_model, build_objective, resolve_auto, resolve_device
+from .factory import build_model, build_objective, check_likelihood, resolve_auto, resolve_device
 from .models import LatentVariableModel
 from .registry import OBJECTIVES, PRIORS
 
@@ -83,8 +84,9 @@ def build(arch: str = "vae", *, data, seed: int = 0, prior: Optional[str] = None
                             f"{', '.join(reads) or 'no options'}")
     cfg.data.name = ds.name
     resolve_auto(cfg, ds)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, ds)
+    with torch.random.fork_rng(devices=[]):     # seeded weights; the caller's random state stays as it was
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, ds)
     model.config = cfg
     return model
 
@@ -154,7 +156,11 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     else:
         if valid is None:
             raise UserError("fit on an iterable of batches needs valid= examples (a tensor or array)")
-        data = BatchStream(train, from_tensors(_as_split(valid, "valid").get(), **layout), steps_per_epoch)
+        examples = _as_split(valid, "valid")        # uint8 batches are read as the valid examples are
+        data = BatchStream(train, from_tensors(examples.get(), **layout), steps_per_epoch, examples.max_value)
+    _check_shape(model, data.shape, "fit", "the data")
+    if getattr(model, "likelihood", None) is not None:
+        check_likelihood(model.likelihood.kind, data, "mixvae.fit")
     if "device" in options:
         model.to(resolve_device(cfg.train.device))
     device = next(model.parameters()).device
@@ -176,15 +182,16 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
                                                       "data_kind": data.kind, "created_by": "mixvae.fit"}, indent=2))
     settings = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled())
-    torch.manual_seed(cfg.seed)
     trainer = None
     try:
         set_threads(cfg)
         if cfg.train.deterministic:
             deterministic_algorithms(True, device)
-        trainer = Trainer(cfg, objective_, data, run_dir, device, progress=progress,
-                          after_eval=(lambda tr: picture_run(tr, run_dir)) if run_dir is not None else None)
-        state = trainer.fit()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):   # the caller's stays
+            torch.manual_seed(cfg.seed)
+            trainer = Trainer(cfg, objective_, data, run_dir, device, progress=progress,
+                              after_eval=(lambda tr: picture_run(tr, run_dir)) if run_dir is not None else None)
+            state = trainer.fit()
     finally:
         torch.set_num_threads(settings[0])
         torch.use_deterministic_algorithms(settings[1], warn_only=settings[2])
@@ -212,10 +219,28 @@ def _symmetric(model) -> bool:
     return cfg is not None and cfg.data.scale == "symmetric"
 
 
-def _examples(model, x) -> torch.Tensor:
-    """x as the model sees it: on its device, in [-1, 1] for a model trained with data.scale = symmetric."""
+def _count(value, name: str, where: str) -> int:
+    """``value`` if it is a whole number >= 1, else one sentence naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"mixvae.{where}: {name} = {value!r}; expected a whole number >= 1")
+    return value
+
+
+def _check_shape(model, shape, where: str, what: str = "x") -> None:
+    want = tuple(getattr(model, "data_shape", ()) or ())
+    if want and tuple(shape) != want:
+        raise UserError(f"mixvae.{where}: {what} has examples of shape {tuple(shape)}, but the model was built for "
+                        f"examples of shape {want}")
+
+
+def _examples(model, x, where: str) -> torch.Tensor:
+    """x as the model sees it: on its device, in [-1, 1] for a model trained with data.scale = symmetric.
+    uint8 values are 0..255, except 0/1 for a Bernoulli model when every value is 0 or 1."""
     device = next(model.parameters()).device
-    return to_model_range(_as_split(x, "x").get().to(device), _symmetric(model))
+    binary = getattr(getattr(model, "likelihood", None), "kind", None) == "bernoulli"
+    t = _as_split(x, "x", None if binary else 255.0).get()
+    _check_shape(model, t.shape[1:], where)
+    return to_model_range(t.to(device), _symmetric(model))
 
 
 def _as_given(model, y: torch.Tensor) -> torch.Tensor:
@@ -224,10 +249,11 @@ def _as_given(model, y: torch.Tensor) -> torch.Tensor:
 
 
 def sample(model: LatentVariableModel, n: int, seed: Optional[int] = None) -> torch.Tensor:
-    """n draws z ~ p(z) decoded to the likelihood's mean, (n, *data_shape) on the CPU, in the range
-    the data were given in ([0, 1] images also for a model that sees [-1, 1]; ``model.sample(n)``
-    stays in the model's own range). ``seed`` makes the draws repeatable without touching the
-    global random state."""
+    """n draws z ~ p(z) decoded to the likelihood's mean, (n, *data_shape) on the CPU, on the scale
+    the data were given in (images: [0, 1] also for a model that sees [-1, 1], whose
+    ``model.sample(n)`` is in [-1, 1]; a Gaussian likelihood's mean is not confined to the data's
+    range). ``seed`` makes the draws repeatable without touching the global random state."""
+    _count(n, "n", "sample")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -241,29 +267,34 @@ def sample(model: LatentVariableModel, n: int, seed: Optional[int] = None) -> to
 
 
 def reconstruct(model: LatentVariableModel, x: Data, batch_size: int = 500) -> torch.Tensor:
-    """x (N, *data_shape), in the range it was given in, decoded from its posterior mean: the
-    likelihood's mean in the same range, (N, *data_shape) on the CPU."""
+    """x (N, *data_shape), as the data were given, decoded from its posterior mean: the
+    likelihood's mean on the same scale (see :func:`sample`), (N, *data_shape) on the CPU."""
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([_as_given(model, model.reconstruct(b)) for b in _batches(model, x, batch_size)])
+        return torch.cat([_as_given(model, model.reconstruct(b)) for b in _batches(model, x, batch_size, "reconstruct")])
     finally:
         model.train(was_training)
 
 
-def _batches(model, x, batch_size: int):
-    t = _examples(model, x)
+def _batches(model, x, batch_size: int, where: str):
+    _count(batch_size, "batch_size", where)
+    t = _examples(model, x, where)
     return (t[i:i + batch_size] for i in range(0, t.shape[0], batch_size))
 
 
 def log_likelihood(model: LatentVariableModel, x: Data, samples: int = 5000, batch_size: int = 500,
-                   seed: int = 0, chunk: int = 4096) -> torch.Tensor:
+                   seed: int = 0, chunk: int = 4096, progress: bool = True) -> torch.Tensor:
     """Importance-sampled log p(x) per example of x (N, *data_shape), in nats, shape (N,), with
-    ``samples`` draws from q(z|x) (evaluated ``chunk`` (example, sample) pairs at a time)."""
+    ``samples`` draws from q(z|x) (evaluated ``chunk`` (example, sample) pairs at a time); a
+    progress bar unless ``progress`` is false."""
     from .metrics.likelihood import log_likelihood as ll
     from .progress import bar
-    t = _examples(model, x)
-    with torch.random.fork_rng(), bar(total=t.shape[0], desc=f"log-likelihood (S={samples})", unit="img") as b:
+    for value, name in ((samples, "samples"), (batch_size, "batch_size"), (chunk, "chunk")):
+        _count(value, name, "log_likelihood")
+    t = _examples(model, x, "log_likelihood")
+    with torch.random.fork_rng(), bar(total=t.shape[0], desc=f"log-likelihood (S={samples})", unit="img",
+                                        disable=not progress) as b:
         torch.manual_seed(seed)
         return torch.cat([ll(model, t[i:i + batch_size], samples, chunk, bar=b).cpu()
                           for i in range(0, t.shape[0], batch_size)])
@@ -275,7 +306,7 @@ def elbo(model: LatentVariableModel, x: Data, batch_size: int = 500, seed: int =
     from .metrics.likelihood import elbo_parts
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return elbo_parts(model, _batches(model, x, batch_size))
+        return elbo_parts(model, _batches(model, x, batch_size, "elbo"))
 
 
 def active_units(model: LatentVariableModel, x: Data, threshold: float = 0.01, batch_size: int = 500) -> dict:
@@ -283,21 +314,30 @@ def active_units(model: LatentVariableModel, x: Data, threshold: float = 0.01, b
     Var_x E_q[z_d] > ``threshold`` (in squared latent units), per latent level: ``{"z": 37}`` or
     ``{"z2": .., "z1": ..}``."""
     from .metrics.latent import active_units as au, posterior_mean_variance
-    return au(posterior_mean_variance(model, _batches(model, x, batch_size)), threshold)
+    return au(posterior_mean_variance(model, _batches(model, x, batch_size, "active_units")), threshold)
 
 
 def save_images(images: torch.Tensor, path: Union[str, Path], nrow: Optional[int] = None) -> Path:
-    """Write images (N, C, H, W) in [0, 1] as one PNG grid of ``nrow`` images per row (default:
-    about square); returns the path."""
+    """Write images (N, C, H, W) or (N, H, W) in [0, 1] or uint8 (a tensor or array; values outside
+    [0, 1] are clipped) as one PNG grid of ``nrow`` images per row (default: about square); returns the path."""
     from .app.viz import save_grid
+    t = torch.as_tensor(images if isinstance(images, torch.Tensor) else np.asarray(images)).detach().cpu()
+    t = t.float() / 255.0 if t.dtype == torch.uint8 else t
+    t = t.unsqueeze(1) if t.dim() == 3 else t
+    if t.dim() != 4 or t.shape[0] == 0 or t.shape[1] not in (1, 3):
+        raise UserError(f"mixvae.save_images: images of shape {tuple(t.shape)}; expected N x C x H x W (C = 1 or 3) "
+                        "or N x H x W with N > 0")
+    if nrow is not None:
+        _count(nrow, "nrow", "save_images")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return save_grid(images.detach().cpu(), path, nrow)
+    return save_grid(t.float(), path, nrow)
 
 
 def _rebuild(cfg: Config, spec: dict) -> LatentVariableModel:
     data = Dataset.from_spec(spec)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, data)
     model.config = cfg
     return model
 
@@ -362,11 +402,10 @@ def load(path: Union[str, Path], device: str = "cpu") -> LatentVariableModel:
     if path.is_dir():
         if not (path / "config.yaml").is_file():
             raise UserError(f"{path} is not a run folder (no config.yaml)")
+        from .app.runs import recorded_data_spec
         cfg = load_config(path / "config.yaml")
-        meta = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
-        spec = meta.get("data") or {"name": cfg.data.name, "kind": meta.get("data_kind", "continuous"),
-                                    "shape": meta.get("data_shape"), "scale": cfg.data.scale}
-        if not spec.get("shape"):
+        spec = recorded_data_spec(path, cfg)
+        if spec is None:
             raise UserError(f"{path}/run.json does not record the data's shape; reopen it with mixvae.app.runs.open_run")
     else:
         from safetensors import SafetensorError, safe_open

@@ -30,10 +30,32 @@ def likelihood_kind(cfg: Config, data: Dataset) -> str:
     kind = cfg.model.likelihood
     if kind != "auto":
         return kind
+    only = ARCHITECTURES.get(cfg.model.arch).info.get("likelihoods")
+    if only:
+        return only[0]
     fixed = OBJECTIVES.get(cfg.train.objective).info.get("likelihood")
     if fixed is not None or not data.is_image:
         return fixed or "gaussian"
     return {"binary": "bernoulli", "8bit": "logistic", "discrete": "logistic"}.get(data.kind, "gaussian-learned")
+
+
+def check_likelihood(kind: str, data: Dataset, where: str) -> None:
+    """Refuse a Bernoulli or discretised-logistic likelihood (densities of values in [0, 1]) for
+    data the model would see outside [0, 1]: ``data.scale = symmetric``, or vectors beyond it."""
+    if kind not in ("bernoulli", "logistic"):
+        return
+    expected = "expected a Gaussian likelihood (model.likelihood = gaussian or gaussian-learned)"
+    if data.symmetric:
+        raise UserError(f"{where}: data.scale = 'symmetric' hands the model values in [-1, 1], but the {kind} "
+                        f"likelihood is a density of values in [0, 1]; {expected}, or data.scale = 'unit'")
+    values = data.train.values
+    if not data.is_image and len(values) and values.is_floating_point():
+        lo, hi = float(values.min()), float(values.max())
+    else:
+        lo, hi = data.value_range        # images: [0, 1]; the 2D sets: their box
+    if lo < 0 or hi > 1:
+        raise UserError(f"{where}: the {kind} likelihood is a density of values in [0, 1], but data.name = "
+                        f"{data.name!r} has values in [{lo:.3g}, {hi:.3g}]; {expected}")
 
 
 def build_prior(cfg: Config, data: Dataset, latent_dim: int) -> Prior:
@@ -63,8 +85,13 @@ def build_model(cfg: Config, data: Dataset) -> LatentVariableModel:
     needs = arch.info.get("data", "any")
     if (needs == "image" and not data.is_image) or (needs == "vector" and len(data.shape) != 1):
         raise UserError(f"model.arch = {m.arch!r} needs {needs} data; data.name = {cfg.data.name!r} has shape {data.shape}")
-    head = LikelihoodHead(likelihood_kind(cfg, data), event_dims=len(data.shape), gaussian_logvar=m.gaussian_logvar,
-                          bins=data.levels or 256)
+    kind = likelihood_kind(cfg, data)
+    only = arch.info.get("likelihoods")
+    if only and kind not in only:
+        raise UserError(f"model.arch = {m.arch!r} decodes a Gaussian mean, one value per data dimension; model.likelihood "
+                        f"= {kind!r} is not one it can parameterise; expected {' or '.join(only)} (or auto)")
+    check_likelihood(kind, data, "model.likelihood")
+    head = LikelihoodHead(kind, event_dims=len(data.shape), gaussian_logvar=m.gaussian_logvar, bins=data.levels or 256)
     return arch.build(m, data, build_prior(cfg, data, m.latent_dim), head)
 
 
@@ -76,6 +103,11 @@ def build_objective(cfg: Config, model: LatentVariableModel):
         raise UserError(f"train.objective = {name!r} needs a single-level model; model.arch = {cfg.model.arch!r}")
     if entry.info.get("data") == "image" and len(model.data_shape) != 3:
         raise UserError(f"train.objective = {name!r} needs image data; the data have shape {tuple(model.data_shape)}")
+    needs, has = entry.info.get("likelihood"), getattr(getattr(model, "likelihood", None), "kind", None)
+    if needs and has and has != needs:
+        raise UserError(f"train.objective = {name!r} trains the decoder's {needs} mean (squared / absolute errors); the "
+                        f"model has a {has} likelihood; expected model.likelihood = {needs!r} (build it with "
+                        f"likelihood='{needs}', or from the objective's preset)")
     return entry.build.from_config(cfg, model)
 
 

@@ -215,15 +215,16 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _open(args, overrides=()):
+def _open(args, overrides=(), needs_data: bool = True):
     """The run a command reads, with its --checkpoint or --weights and its --threads (which
-    replaces the run's own train.threads)."""
+    replaces the run's own train.threads); see runs.open_run for ``needs_data``."""
     from . import runs
     weights = getattr(args, "weights", None)
     if weights is not None and args.checkpoint != "auto":
         raise UserError(f"--weights {weights} and --checkpoint {args.checkpoint}: give one of them")
     threads = [f"train.threads={args.threads}"] if args.threads else []
-    return runs.open_run(args.run, args.data_dir, args.checkpoint, list(overrides) + threads, weights=weights)
+    return runs.open_run(args.run, args.data_dir, args.checkpoint, list(overrides) + threads, weights=weights,
+                         needs_data=needs_data)
 
 
 def cmd_eval(args) -> int:
@@ -250,7 +251,7 @@ def cmd_sample(args) -> int:
     from .viz import save_grid, save_scatter_2d
 
     _positive("-n", args.n, MAX_SAMPLES)
-    run = _open(args)
+    run = _open(args, needs_data=False)
     _picture_out(args.out, two_d=not run.data.is_image)
     torch.manual_seed(args.seed)
     x = run.model.sample(args.n)
@@ -366,7 +367,7 @@ def cmd_export(args) -> int:
 
     if args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder; expected a file such as weights.safetensors")
-    run = _open(args)
+    run = _open(args, needs_data=False)
     print(str(runs.export_weights(run, args.out)))
     return 0
 

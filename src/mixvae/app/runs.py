@@ -66,12 +66,12 @@ def deterministic_algorithms(on: bool, device: torch.device) -> None:
     torch.use_deterministic_algorithms(on)
 
 
-def prepare(cfg: Config, data_dir=None, run_dir: Optional[Path] = None) -> Run:
-    """Build data, model and objective from a config, seeded; nothing is written."""
+def prepare(cfg: Config, data_dir=None, run_dir: Optional[Path] = None, data: Optional[Dataset] = None) -> Run:
+    """Build data (unless given), model and objective from a config, seeded; nothing is written."""
     set_threads(cfg)
     device = resolve_device(cfg.train.device)
     deterministic_algorithms(cfg.train.deterministic, device)
-    data = build_data(cfg, data_dir)
+    data = data if data is not None else build_data(cfg, data_dir)
     resolve_auto(cfg, data)   # config.yaml states the likelihood and pseudo-input initialisation used
     torch.manual_seed(cfg.seed)
     try:
@@ -350,13 +350,38 @@ def import_weights(run: Run, file: Path) -> None:
     _load_state(run, objective_state, modules, str(file))
 
 
-def open_run(path: Path, data_dir=None, which: str = "auto", overrides=(), weights: Optional[Path] = None) -> Run:
+def recorded_data_spec(path: Path, cfg: Config) -> Optional[dict]:
+    """The data of a run folder as its run.json describes them (:meth:`Dataset.spec`; older run
+    folders: data_shape and data_kind), or None where it does not say their shape."""
+    try:
+        meta = json.loads(safeio.read_text(path / "run.json", limit=1 << 20)) if (path / "run.json").is_file() else {}
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}/run.json: not valid JSON ({str(e)[:120]})") from None
+    if not isinstance(meta, dict):
+        return None
+    spec = meta.get("data") or {"name": cfg.data.name, "kind": meta.get("data_kind", "continuous"),
+                                "shape": meta.get("data_shape"), "scale": cfg.data.scale}
+    return spec if isinstance(spec, dict) and isinstance(spec.get("shape"), list) and spec["shape"] else None
+
+
+def open_run(path: Path, data_dir=None, which: str = "auto", overrides=(), weights: Optional[Path] = None,
+             needs_data: bool = True) -> Run:
     """Reload a run folder: its config, its data and its weights ('auto': best for likelihood
-    training, latest for adversarial training; or a safetensors file given as ``weights``)."""
+    training, latest for adversarial training; or a safetensors file given as ``weights``).
+    With ``needs_data`` false (sampling, exporting), a run whose data cannot be loaded here (a
+    ``mixvae.fit`` run on in-memory examples, files missing offline) opens with the data as its
+    run.json describes them, without examples."""
     if not (path / "config.yaml").is_file():
         raise UserError(f"{path} is not a run folder (no config.yaml)")
     cfg = load_config(path / "config.yaml", list(overrides))
-    run = prepare(cfg, run_data_dir(path, data_dir), path)
+    try:
+        run = prepare(cfg, run_data_dir(path, data_dir), path)
+    except UserError:
+        cfg = load_config(path / "config.yaml", list(overrides))
+        spec = None if needs_data else recorded_data_spec(path, cfg)
+        if spec is None:
+            raise
+        run = prepare(cfg, run_dir=path, data=Dataset.from_spec(spec))
     if weights is not None:
         import_weights(run, weights)
     else:

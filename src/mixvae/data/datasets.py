@@ -173,7 +173,10 @@ def _valid_count(n: int, valid_size: float, where: str) -> int:
                         "number of examples")
     k = int(round(valid_size * n)) if valid_size < 1 else int(valid_size)
     if not 0 <= k < n:
-        raise UserError(f"{where}: data.valid_size = {valid_size} leaves no training examples out of {n}")
+        raise UserError(f"{where}: data.valid_size = {valid_size:g} leaves no training examples out of {n}")
+    if k == 0:
+        raise UserError(f"{where}: data.valid_size = {valid_size:g} holds out no validation examples of {n}; expected at "
+                        "least one (the validation loss chooses the best weights and stops training early)")
     return k
 
 
@@ -531,9 +534,11 @@ def to_model_range(x: torch.Tensor, symmetric: bool) -> torch.Tensor:
     return x * 2.0 - 1.0 if symmetric else x
 
 
-def _as_split(data, where: str) -> Split:
+def _as_split(data, where: str, uint8_max: Optional[float] = None) -> Split:
     """A tensor or array of examples -> a Split: images (N, C, H, W) with C in {1, 3} or (N, H, W),
-    vectors (N, D); uint8 (0..255, or 0/1) or floats (in [0, 1] for images)."""
+    vectors (N, D); uint8 or floats (in [0, 1] for images). uint8 values are read as value /
+    ``uint8_max``: for a part of a data set, its training examples' (a batch of dark 8-bit images
+    is not binary); else 0/1 when every value is, and 0..255 otherwise."""
     t = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data).detach().cpu()
     if t.dtype == torch.bool:
         t = t.to(torch.uint8)
@@ -543,7 +548,7 @@ def _as_split(data, where: str) -> Split:
         raise UserError(f"{where} has shape {tuple(t.shape)}; expected N x C x H x W (C = 1 or 3), N x H x W "
                         "or N x D with N > 0")
     if t.dtype == torch.uint8:
-        return Split(t.contiguous(), 1.0 if int(t.max()) <= 1 else 255.0)
+        return Split(t.contiguous(), uint8_max or (1.0 if int(t.max()) <= 1 else 255.0))
     if not t.dtype.is_floating_point:
         raise UserError(f"{where} has dtype {t.dtype}; expected uint8, bool or floats")
     t = t.float().contiguous()
@@ -571,8 +576,8 @@ def from_tensors(train, valid=None, test=None, *, name: str = "tensors", valid_s
         (tv, _), (vv, _) = _split_off(tr.values, None, k, split_seed)
         tr, va = Split(tv, tr.max_value), Split(vv, tr.max_value)
     else:
-        va = _as_split(valid, "valid")
-    te = va if test is None else _as_split(test, "test")
+        va = _as_split(valid, "valid", tr.max_value)
+    te = va if test is None else _as_split(test, "test", tr.max_value)
     for s, split in (("valid", va), ("test", te)):
         if split.values.shape[1:] != tr.values.shape[1:]:
             raise UserError(f"{s} has examples of shape {tuple(split.values.shape[1:])} but train has "
@@ -591,22 +596,28 @@ class BatchStream(Dataset):
     the source's; a resumed epoch skips the batches already seen (exact only if the source yields
     the same batches again)."""
 
-    def __init__(self, source, valid: Dataset, steps_per_epoch: Optional[int] = None):
+    def __init__(self, source, valid: Dataset, steps_per_epoch: Optional[int] = None, uint8_max: float = 255.0):
         super().__init__(valid.name, valid.kind, valid.train, valid.valid, valid.test,
                          symmetric=valid.symmetric, levels=valid.levels)
         if steps_per_epoch is None and not hasattr(source, "__len__"):
             raise UserError("the training batches have no length; give steps_per_epoch")
-        self.source, self._steps = source, steps_per_epoch
+        self.source, self._steps, self.uint8_max = source, steps_per_epoch, uint8_max   # uint8 batches: value / uint8_max
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self._steps if self._steps is not None else len(self.source)
 
     def train_batches(self, seed: int, epoch: int, batch_size: int, start: int = 0,
                       rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
+        steps, seen = self.steps_per_epoch(batch_size), 0
         for i, b in enumerate(self.source):
-            if i >= self.steps_per_epoch(batch_size):
+            if i >= steps:
                 break
+            seen = i + 1
             if i < start:
                 continue
-            x = _as_split(b[0] if isinstance(b, (tuple, list)) else b, f"training batch {i}").get()
+            x = _as_split(b[0] if isinstance(b, (tuple, list)) else b, f"training batch {i}", self.uint8_max).get()
             yield self.scale(x).chunk(world)[rank] if world > 1 else self.scale(x)
+        if seen < steps:
+            raise UserError(f"the training batches ran out after {seen} of the {steps} batches of epoch {epoch + 1}; "
+                            "expected a source that yields steps_per_epoch batches every time it is iterated (a list "
+                            "or a DataLoader, not a generator, which is used up after one pass)")

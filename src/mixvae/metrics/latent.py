@@ -9,11 +9,18 @@ from ..priors import count_inactive_modes
 
 @torch.no_grad()
 def posterior_mean_variance(model: LatentVariableModel, batches) -> dict[str, torch.Tensor]:
-    """Var_x of the posterior means, per latent level and dimension: name -> (D,)."""
+    """Var_x of the posterior means, per latent level and dimension: name -> (D,). Evaluated in
+    eval mode (BatchNorm's running statistics neither used from the batch nor updated); the
+    model's mode is restored."""
     means: dict[str, list[torch.Tensor]] = {}
-    for x in batches:
-        for k, mu in model.latent_means(x).items():
-            means.setdefault(k, []).append(mu)
+    was_training = model.training
+    model.eval()
+    try:
+        for x in batches:
+            for k, mu in model.latent_means(x).items():
+                means.setdefault(k, []).append(mu)
+    finally:
+        model.train(was_training)
     return {k: torch.cat(v).var(dim=0, unbiased=False) for k, v in means.items()}
 
 

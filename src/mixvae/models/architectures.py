@@ -2,7 +2,9 @@
 
 Each builder takes the config's ``model`` section, the data it is built for (``shape``), the prior
 and the likelihood head, and returns a :class:`LatentVariableModel`. ``info``: ``data`` is the data
-an architecture needs ('image' (C, H, W), 'vector' (D,) or 'any'), ``levels`` its latent levels.
+an architecture needs ('image' (C, H, W), 'vector' (D,) or 'any'), ``levels`` its latent levels,
+``likelihoods`` (where given) the only likelihoods its decoder can parameterise (the first is
+what 'auto' picks).
 """
 from __future__ import annotations
 
@@ -55,16 +57,16 @@ def pixel_hvae(m, data, prior, head) -> PixelHVAE:
                      prior, head, data.shape)
 
 
-@ARCHITECTURES.register("mlp2d", data="vector", levels=1)
+@ARCHITECTURES.register("mlp2d", data="vector", levels=1, likelihoods=("gaussian",))
 def mlp_2d(m, data, prior, head) -> VAE:
-    """Soft-IntroVAE's ReLU MLP for the 2D benchmark."""
+    """Soft-IntroVAE's ReLU MLP for the 2D benchmark (its decoder gives a Gaussian mean)."""
     return VAE(sintro.MLPEncoder(data.shape[0], m.latent_dim, m.hidden),
                sintro.MLPDecoder(data.shape[0], m.latent_dim, m.hidden), prior, head, data.shape)
 
 
-@ARCHITECTURES.register("resnet", data="image", levels=1)
+@ARCHITECTURES.register("resnet", data="image", levels=1, likelihoods=("gaussian",))
 def soft_intro_resnet(m, data, prior, head) -> VAE:
-    """Soft-IntroVAE's residual image networks (no output squashing)."""
+    """Soft-IntroVAE's residual image networks (no output squashing; the decoder gives a Gaussian mean)."""
     down = 2 ** len(m.channels)
     if data.shape[1] % down or data.shape[2] % down:
         raise UserError(f"model.channels = {m.channels} halves the image {len(m.channels)} times, but "

@@ -1,0 +1,138 @@
+"""What the Python API refuses or reads correctly that a user review found wrong: sources of
+batches that run out, likelihoods the data cannot have, empty validation, examples of the wrong
+shape, uint8 batches, the caller's random state, and CLI commands on a run written by fit."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import mixvae
+from mixvae.app.cli import main
+from mixvae.errors import UserError
+
+
+def binary(n=120, seed=0, shape=(1, 8, 8)):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, *shape, generator=g) < 0.3).float()
+
+
+def small(data, arch="vae", **kw):
+    return mixvae.build(arch, data=data, latent_dim=2, hidden=[8], **kw)
+
+
+def test_a_source_of_batches_that_runs_out_is_named_instead_of_looping_forever():
+    x = binary()
+    model = small(x)
+    with pytest.raises(UserError, match="ran out after 2 of the 3 batches of epoch 1"):
+        mixvae.fit(model, [x[:30], x[30:60]], valid=x[90:], epochs=1, steps_per_epoch=3, progress=False)
+    with pytest.raises(UserError, match="ran out after 0 of the 1 batches of epoch 2.*not a generator"):
+        mixvae.fit(model, (b for b in [x[:30]]), valid=x[90:], epochs=2, steps_per_epoch=1, progress=False)
+
+
+def test_likelihoods_on_0_1_are_refused_for_data_the_model_sees_elsewhere():
+    x = binary()
+    with pytest.raises(UserError, match="data.scale = 'symmetric'.*bernoulli likelihood is a density of values in"):
+        mixvae.fit(small(x), x, epochs=1, progress=False, data={"scale": "symmetric"})
+    points = torch.randn(200, 2)
+    with pytest.raises(UserError, match=r"bernoulli likelihood is a density of values in \[0, 1\].*values in \[-"):
+        small(points, likelihood="bernoulli")
+    small(torch.rand(200, 5), likelihood="bernoulli")             # vectors in [0, 1]: a fair choice
+
+
+def test_gaussian_mean_architectures_pick_and_require_a_gaussian():
+    images = torch.rand(40, 3, 8, 8)
+    model = mixvae.build("resnet", data=images, latent_dim=4, channels=[4, 8])
+    assert model.likelihood.kind == "gaussian"                    # auto: what its decoder gives
+    mixvae.fit(model, images, objective="sintro", max_steps=2, progress=False, sintro={"kl_samples": 2})
+    assert mixvae.sample(model, 3, seed=0).shape == (3, 3, 8, 8)
+    with pytest.raises(UserError, match="model.arch = 'resnet' decodes a Gaussian mean.*'logistic'"):
+        mixvae.build("resnet", data=images, latent_dim=4, channels=[4, 8], likelihood="logistic")
+    with pytest.raises(UserError, match="train.objective = 'sintro' trains the decoder's gaussian mean.*bernoulli"):
+        mixvae.fit(small(binary()), binary(), objective="sintro", max_steps=1, progress=False)
+
+
+def test_no_validation_examples_is_refused():
+    x = binary()
+    with pytest.raises(UserError, match="data.valid_size = 0 holds out no validation examples of 120"):
+        mixvae.fit(small(x), x, epochs=1, progress=False, data={"valid_size": 0})
+    with pytest.raises(UserError, match="holds out no validation examples of 4"):
+        mixvae.fit(small(x), x[:4], epochs=1, progress=False)      # 10% of 4 rounds to none
+
+
+def test_examples_of_the_wrong_shape_and_bad_counts_get_one_sentence():
+    x = binary()
+    model = small(x)
+    wrong = binary(5, shape=(1, 16, 16))
+    for call in (lambda: mixvae.log_likelihood(model, wrong, samples=4), lambda: mixvae.elbo(model, wrong),
+                 lambda: mixvae.reconstruct(model, wrong), lambda: mixvae.active_units(model, wrong)):
+        with pytest.raises(UserError, match=r"x has examples of shape \(1, 16, 16\), but the model was built for "
+                                            r"examples of shape \(1, 8, 8\)"):
+            call()
+    with pytest.raises(UserError, match=r"mixvae.fit: the data has examples of shape \(64,\)"):
+        mixvae.fit(model, torch.rand(50, 64), epochs=1, progress=False)
+    for call, name in ((lambda: mixvae.log_likelihood(model, x, samples=0), "samples = 0"),
+                       (lambda: mixvae.elbo(model, x, batch_size=0), "batch_size = 0"),
+                       (lambda: mixvae.sample(model, 2.5), "n = 2.5"), (lambda: mixvae.sample(model, -1), "n = -1")):
+        with pytest.raises(UserError, match=name):
+            call()
+
+
+def test_save_images_takes_arrays_gray_stacks_and_uint8_and_refuses_the_rest(tmp_path):
+    assert mixvae.save_images(np.random.rand(4, 8, 8), tmp_path / "a.png").stat().st_size > 0
+    assert mixvae.save_images(torch.full((2, 3, 8, 8), 255, dtype=torch.uint8), tmp_path / "b.png").stat().st_size > 0
+    for bad in (torch.rand(0, 1, 8, 8), torch.rand(4, 64), torch.rand(2, 2, 8, 8)):
+        with pytest.raises(UserError, match="mixvae.save_images: images of shape"):
+            mixvae.save_images(bad, tmp_path / "c.png")
+
+
+def test_uint8_examples_are_read_on_the_models_scale_not_by_their_own_maximum():
+    u8 = torch.randint(0, 256, (150, 1, 8, 8), dtype=torch.uint8)
+    model = small(u8)                                                  # 8-bit: discretised logistic
+    dark = torch.randint(0, 2, (6, 1, 8, 8), dtype=torch.uint8)        # values 0 and 1 of 255
+    torch.testing.assert_close(mixvae.elbo(model, dark)["elbo"], mixvae.elbo(model, dark.float() / 255)["elbo"])
+    seen = []
+    enc = model.encoder.forward
+    model.encoder.forward = lambda x: seen.append(float(x.max())) or enc(x)
+    mixvae.fit(model, [u8[:50], dark], valid=u8[100:], epochs=1, progress=False)   # a dark uint8 batch of a stream
+    assert 0 < min(seen) <= 1 / 255 + 1e-6
+    b = binary(20).to(torch.uint8)                                     # 0/1 uint8 to a Bernoulli model: binary
+    bern = small(binary())
+    torch.testing.assert_close(mixvae.elbo(bern, b)["elbo"], mixvae.elbo(bern, b.float())["elbo"])
+
+
+def test_build_fit_and_active_units_leave_the_callers_state_alone():
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    x = binary()
+    model = small(x)
+    mixvae.fit(model, x, epochs=1, progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    net = mixvae.build("resnetv2", data=torch.rand(20, 3, 8, 8), latent_dim=4, channels=[4, 4], stages=1)
+    net.train()
+    stats = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    assert stats
+    mixvae.active_units(net, torch.rand(20, 3, 8, 8))
+    assert net.training and all(torch.equal(v, net.state_dict()[k]) for k, v in stats.items())
+
+
+def test_the_cli_samples_and_exports_a_run_written_by_fit(tmp_path):
+    x = binary()
+    model = small(x)
+    mixvae.fit(model, x, epochs=1, progress=False, out=tmp_path / "run")
+    assert main(["sample", str(tmp_path / "run"), "-n", "4", "--out", str(tmp_path / "s.png"), "--quiet"]) == 0
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "w.safetensors"), "--quiet"]) == 0
+    again = mixvae.load(tmp_path / "w.safetensors")
+    torch.testing.assert_close(mixvae.sample(again, 3, seed=1), mixvae.sample(model, 3, seed=1))
+    assert main(["eval", str(tmp_path / "run"), "--quiet"]) == 2      # eval needs the examples: in the caller's memory
+
+
+def test_a_committed_cell_samples_and_exports_on_a_machine_without_its_data(tmp_path, monkeypatch):
+    from pathlib import Path
+    monkeypatch.setenv("MIXVAE_DATA", str(tmp_path))              # no data files here, and no downloads
+    monkeypatch.setenv("MIXVAE_OFFLINE", "1")
+    cell = Path(__file__).resolve().parents[1] / "results" / "vampprior_static" / "cells" / "vae_vampprior"
+    before = sorted(p.name for p in cell.iterdir())
+    assert main(["sample", str(cell), "-n", "4", "--out", str(tmp_path / "s.png"), "--quiet"]) == 0
+    assert main(["export", str(cell), "--out", str(tmp_path / "w.safetensors"), "--quiet"]) == 0
+    assert main(["eval", str(cell), "--quiet", "--ll-samples", "2"]) == 2          # the log-likelihood needs them
+    assert sorted(p.name for p in cell.iterdir()) == before
