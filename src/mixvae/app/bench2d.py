@@ -114,7 +114,8 @@ def table(out: Path, command: Optional[str] = None) -> str:
         "betas per data set as in the presets `configs/sintro/2d_<data>_<method>.yaml`. KL and JSD: the authors' "
         "histogram formulas (100x100 density bins, 5000 real vs 5000 generated points); KL/JSD mass: the textbook "
         f"divergences of the bin masses in nats; gnELBO x1e7 on a {'/'.join(str(g) for g in sorted({r['grid'] for r in cells}))}^2 "
-        "grid + 12 800 real points. Lower is better "
+        "grid + 12 800 real points. Inactive modes: learned-prior components of weight w_k < 1/C^2 (the paper's "
+        "definition; eval.json's inactive_modes also counts a mean responsibility < 1/C^2). Lower is better "
         "everywhere; mean ± std over the seeds listed. Time: training wall time of the machine that ran the "
         "cells (one thread per run, with other jobs sharing the machine). "
         f"Written by `{command or f'mixvae bench2d --iterations {budgets[-1][0]} --seeds N --out OUT'}`.",
@@ -125,7 +126,7 @@ def table(out: Path, command: Optional[str] = None) -> str:
     for d, m, it in sorted(groups, key=lambda g: (DATASETS.index(g[0]), list(METHODS).index(g[1]), g[2])):
         rs = groups[(d, m, it)]
         col = lambda k, digits=3: mean_std([r[k] for r in rs], digits)
-        inactive = mean_std([r["inactive_modes"] for r in rs], 1) if "inactive_modes" in rs[0] else "–"
+        inactive = mean_std([r["inactive_by_weight"] for r in rs], 1) if "inactive_by_weight" in rs[0] else "–"
         seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
         lines.append(f"| {d} | {METHODS[m]} | {it} | {seeds} | {col('kl')} | {col('jsd')} | {col('gnelbo', 2)} | "
                      f"{col('kl_mass')} | {col('jsd_mass')} | {inactive} | "
