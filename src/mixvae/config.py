@@ -54,7 +54,7 @@ class DataConfig:
     image_size: Optional[int] = _range(4, 8192, default=None)   # resize square images (image-folder, cifar10)
     channels: Optional[Literal[1, 3]] = None  # force gray (1) or RGB (3) for image folders
     scale: Literal["unit", "symmetric"] = "unit"   # pixel values in [0, 1] or [-1, 1]
-    valid_size: float = _range(0.0, None, default=0.1)  # held-out part of train when a set has no validation split (fraction < 1, or a count)
+    valid_size: float = _range(0.0, None, default=0.1)  # held-out part of train when a set has no validation split (fraction < 1, or a count); MNIST, Fashion-MNIST and OMNIGLOT hold out their last images instead
     split_seed: int = 0                      # seeds the train/validation split and fixed binarisation
     train_subset: Optional[int] = _range(1, None, default=None)  # keep the first N training examples
     test_subset: Optional[int] = _range(1, None, default=None)   # keep the first N test examples
