@@ -136,3 +136,21 @@ def test_a_committed_cell_samples_and_exports_on_a_machine_without_its_data(tmp_
     assert main(["export", str(cell), "--out", str(tmp_path / "w.safetensors"), "--quiet"]) == 0
     assert main(["eval", str(cell), "--quiet", "--ll-samples", "2"]) == 2          # the log-likelihood needs them
     assert sorted(p.name for p in cell.iterdir()) == before
+
+
+def test_bits_per_dim_of_a_symmetric_density_counts_bins_of_width_2_over_256(tmp_path):
+    """8-bit images seen in [-1, 1] with a Gaussian likelihood: the density is over [-1, 1], so each
+    value's bin is 2/256 wide and bits/dim = -(LL - D log 128) / (D log 2), not the [0, 1] form."""
+    import json
+    import math
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "u8.npz", train=g.integers(0, 256, (120, 4, 4), dtype=np.uint8),
+             test=g.integers(0, 256, (30, 4, 4), dtype=np.uint8))
+    sets = ["data.name=npz", f"data.path={tmp_path / 'u8.npz'}", "data.scale=symmetric", "model.likelihood=gaussian-learned",
+            "model.hidden=[8]", "model.latent_dim=2", "model.prior.kind=standard", "train.max_steps=3",
+            "train.batch_size=30", "eval.ll_samples=4"]
+    from pathlib import Path
+    base = Path(__file__).resolve().parents[1] / "configs" / "vampprior" / "_base.yaml"
+    assert main(["train", str(base), "--out", str(tmp_path / "run"), "--quiet"] + [a for o in sets for a in ("--set", o)]) == 0
+    r = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert r["bits_per_dim"] == pytest.approx(-(r["test_ll"] - 16 * math.log(128)) / (16 * math.log(2)))

@@ -66,6 +66,14 @@ def test_train_eval_sample_and_resume(tmp_path, capsys):
     code, out, err = run_cli(["eval", run, "--weights", tmp_path / "w.safetensors", "--checkpoint", "best"], capsys)
     assert code == 2 and "give one of them" in err and len(err.strip().splitlines()) == 1
 
+    # a resumed run keeps its settings: --set of anything but its budget (and how it runs) is refused
+    # before anything is written, so config.yaml keeps saying what trained it
+    saved = (run / "config.yaml").read_text()
+    for setting in ("train.lr=0.01", "model.hidden=[32]"):
+        code, out, err = run_cli(["train", "--resume", run, "--quiet", "--no-eval", "--set", setting], capsys)
+        assert one_line_error(code, err) and f"--set {setting}" in err and "differs from the run's" in err
+        assert (run / "config.yaml").read_text() == saved
+
     # extend the budget and resume from the latest checkpoint
     code, out, err = run_cli(["train", "--resume", run, "--quiet", "--no-eval", "--set", "train.max_steps=60"], capsys)
     assert code == 0, err

@@ -235,3 +235,21 @@ def test_precision_table_sets_each_bf16_2d_run_among_its_own_budgets_fp32_seeds(
     assert "outside the range" in text
     assert "| S-IntroVAE + learned MoG(64), 8gaussians, 30000 iterations, seed 92 | bf16 | KL 2.50," in text
     assert pa.toy_cell("2d_protocol", "bf16", 30000).overrides[-2:] == ["train.precision=bf16", "train.threads=1"]
+
+
+def test_a_grid_does_not_resume_an_unfinished_cell_with_other_settings(tmp_path):
+    """An interrupted cell's work folder continues only with the settings it was started with; with
+    another --set the grid says which key differs instead of recording settings that did not train it."""
+    from mixvae.app import runs
+    from mixvae.app.grid import run_cell
+    from mixvae.config import load_config
+    from mixvae.errors import UserError
+    preset = ROOT / "configs" / "sintro" / "2d_rings_vae.yaml"
+    sets = ["train.max_steps=6", "train.warmup_steps=0", "train.lr_milestones=[]", "data.epoch_size=3",
+            "eval.toy_grid=16", "train.threads=1"]
+    runs.train(load_config(preset, sets), tmp_path / "work", progress=False, evaluate_after=False)
+    assert (tmp_path / "work" / "checkpoints" / "latest.pt").exists()
+    with pytest.raises(UserError, match=r"train.lr = 0.0002, not 0.01; delete that folder"):
+        run_cell(preset, sets + ["train.lr=0.01"], tmp_path / "work", tmp_path / "dest", progress=False)
+    assert not (tmp_path / "dest").exists()
+    assert run_cell(preset, sets, tmp_path / "work", tmp_path / "dest", progress=False)["steps"] == 6

@@ -463,6 +463,18 @@ def config_to_dict(cfg: Config) -> dict:
     return out
 
 
+def config_changes(old: Config, new: Config) -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) for every setting that differs between two configs."""
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+    a, b = dict(flat(config_to_dict(old))), dict(flat(config_to_dict(new)))
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (to a temporary file renamed into place: never half-written)."""
     path = Path(path)

@@ -184,6 +184,21 @@ def _picture_out(path: Path, two_d: bool = False) -> None:
                         "use .png (or .jpg)")
 
 
+# What --set may change when a run resumes: its budget and how it is run and evaluated. Anything else
+# (the model, the data, the optimizer) would be recorded in config.yaml without being what trained it.
+RESUMABLE = ("train.epochs", "train.max_steps", "train.patience", "train.threads", "train.device", "train.log_every",
+             "train.checkpoint_every", "eval.")
+
+
+def _check_resume_changes(run, saved, cfg) -> None:
+    from ..config import config_changes
+    for key, old, new in config_changes(saved, cfg):
+        if not key.startswith(RESUMABLE):
+            raise UserError(f"--resume {run}: --set {key}={new} differs from the run's {old!r}; a resumed run keeps "
+                            f"its settings except {', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)} "
+                            "(start a new run with --out for others)")
+
+
 def cmd_train(args) -> int:
     from .. import parallel
     from . import runs
@@ -195,6 +210,7 @@ def cmd_train(args) -> int:
         if not (args.resume / "config.yaml").is_file():
             raise UserError(f"--resume {args.resume}: not a run folder (no config.yaml)")
         cfg = load_config(args.resume / "config.yaml", args.overrides)
+        _check_resume_changes(args.resume, load_config(args.resume / "config.yaml"), cfg)
         out = args.resume
         data_dir = runs.run_data_dir(out, args.data_dir)
     else:

@@ -40,6 +40,14 @@ def run_cell(preset: Path, overrides: list[str], work: Path, dest: Path, data_di
     cfg = load_config(preset, overrides)
     commit = git_commit(Path(__file__).resolve().parent)     # the code that trains this cell
     resume = (work / "checkpoints" / "latest.pt").exists()
+    if resume and (work / "config.yaml").is_file():
+        from ..config import config_changes
+        changed = [c for c in config_changes(load_config(work / "config.yaml"), cfg)
+                   if c[2] not in ("auto", None)]        # what the run resolved from the data ('auto') stays
+        if changed:
+            key, old, new = changed[0]
+            raise UserError(f"{work}: an unfinished run of this cell with {key} = {old!r}, not {new!r}; delete that "
+                            "folder to train the cell with the new settings")
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
     summary = runs.train(cfg, work, data_dir, resume=resume, progress=progress)

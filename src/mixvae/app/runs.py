@@ -441,8 +441,9 @@ def _evaluate(run: Run, ll_samples, split, batch_size, fid_samples, probes, proc
         dims = int(torch.tensor(data.shape).prod())
         if data.kind == "8bit" and model.likelihood.is_discrete:
             out["bits_per_dim"] = bits_per_dim(out[f"{split}_ll"], dims)
-        elif data.kind == "8bit":   # a density on [0, 1]: each 8-bit value's bin has width 1/256
-            out["bits_per_dim"] = bits_per_dim(out[f"{split}_ll"] - dims * math.log(256), dims)
+        elif data.kind == "8bit":   # a density on the model's range: each 8-bit value's bin has width (hi - lo) / 256
+            lo, hi = data.value_range
+            out["bits_per_dim"] = bits_per_dim(out[f"{split}_ll"] - dims * math.log(256 / (hi - lo)), dims)
         with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
             parts = elbo_parts(model, batches())
