@@ -43,6 +43,11 @@ def test_train_eval_sample_and_resume(tmp_path, capsys):
     assert (run / "curves.png").stat().st_size > 0 and list(run.glob("events.out.tfevents.*"))
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["likelihood"] == "logistic"   # auto, resolved: 17-level digits
 
+    files = lambda: {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    before = files()
+    code, out, err = run_cli(["eval", run, "--ll-samples", 30, "--json", "--split", "valid"], capsys)
+    assert code == 0, err
+    assert files() == before                                # eval reads the run folder and writes nothing there
     code, out, err = run_cli(["eval", run, "--ll-samples", 30, "--json"], capsys)
     assert code == 0, err
     result = json.loads(out)

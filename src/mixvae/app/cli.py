@@ -250,6 +250,7 @@ def cmd_eval(args) -> int:
         if v is not None and v < 0:
             raise UserError(f"{name} = {v} is not valid; expected 0 (skip) or a positive integer")
     run = _open(args, args.overrides)
+    run.path = None           # eval reads the run folder and writes nothing there (its pictures are train's)
     result = runs.evaluate(run, args.ll_samples, args.split, fid_samples=args.fid_samples, probes=args.probes)
     source = {"weights": str(args.weights)} if args.weights is not None else {"checkpoint": args.checkpoint}
     result = {"run": str(args.run), **source, **result}
