@@ -83,6 +83,10 @@ def test_train_eval_sample_and_resume(tmp_path, capsys):
     code, out, err = run_cli(["train", "--resume", run, "--quiet", "--no-eval", "--set", "train.max_steps=60"], capsys)
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["steps"] == 60
+    code, out, err = run_cli(["train", "--resume", run, "--quiet"], capsys)       # finished: evaluated again
+    assert code == 0, err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "eval"] == [60]          # one final evaluation, of step 60
 
 
 def one_line_error(code, err):

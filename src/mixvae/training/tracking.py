@@ -71,9 +71,10 @@ class MetricsLog:
             self.writer.file_writer.add_summary(summary)
 
     def truncate_after(self, step: int) -> None:
-        """Drop records of steps after ``step`` (written after the checkpoint we resume from), and a
-        last line cut short by a crash; TensorBoard drops its events of those steps too. Other
-        damaged lines (not a JSON record) are dropped with one warning line naming them."""
+        """Drop records of steps after ``step`` (written after the checkpoint we resume from), the
+        final evaluation's record (a resumed run is evaluated again when it ends), and a last line
+        cut short by a crash; TensorBoard drops its events of those steps too. Other damaged lines
+        (not a JSON record) are dropped with one warning line naming them."""
         self._purge_step = step + 1
         if self.path is None or not self.path.exists():
             return
@@ -82,7 +83,7 @@ class MetricsLog:
             import sys
             print(f"mixvae: warning: {self.path}: dropped {len(bad)} damaged line(s) (line {_names(bad)})",
                   file=sys.stderr)
-        keep = [line for r, line in records if r.get("step", 0) <= step]
+        keep = [line for r, line in records if r.get("step", 0) <= step and r.get("split") != "eval"]
         self.path.write_text("".join(line + "\n" for line in keep))
 
     def flush(self) -> None:
