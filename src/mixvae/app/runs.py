@@ -377,7 +377,6 @@ def open_run(path: Path, data_dir=None, which: str = "auto", overrides=(), weigh
     try:
         run = prepare(cfg, run_data_dir(path, data_dir), path)
     except UserError:
-        cfg = load_config(path / "config.yaml", list(overrides))
         spec = None if needs_data else recorded_data_spec(path, cfg)
         if spec is None:
             raise
