@@ -28,10 +28,11 @@ import torch
 
 from .config import Config, PriorConfig, config_from_dict, config_to_dict, load_config, save_config
 from .data import BatchStream, Dataset, from_tensors
-from .data.datasets import _as_split, to_model_range
+from .data.datasets import _as_split, from_model_range, to_model_range
 from .errors import UserError
 from .factory import build_model, build_objective, check_likelihood, resolve_auto, resolve_device
 from .models import LatentVariableModel
+from .models.base import evaluating
 from .registry import OBJECTIVES, PRIORS
 
 Data = Union[torch.Tensor, Any]   # a tensor, a numpy array, or (for fit) an iterable of batches
@@ -245,7 +246,7 @@ def _examples(model, x, where: str) -> torch.Tensor:
 
 def _as_given(model, y: torch.Tensor) -> torch.Tensor:
     """The model's output back in the user's range ([0, 1] from [-1, 1] for a symmetric model), on the CPU."""
-    return ((y + 1.0) / 2.0 if _symmetric(model) else y).cpu()
+    return from_model_range(y, _symmetric(model)).cpu()
 
 
 def sample(model: LatentVariableModel, n: int, seed: Optional[int] = None) -> torch.Tensor:
@@ -255,26 +256,17 @@ def sample(model: LatentVariableModel, n: int, seed: Optional[int] = None) -> to
     range). ``seed`` makes the draws repeatable without touching the global random state."""
     _count(n, "n", "sample")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            if seed is not None:
-                torch.manual_seed(seed)
-            return _as_given(model, model.sample(n))
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return _as_given(model, model.sample(n))
 
 
 def reconstruct(model: LatentVariableModel, x: Data, batch_size: int = 500) -> torch.Tensor:
     """x (N, *data_shape), as the data were given, decoded from its posterior mean: the
     likelihood's mean on the same scale (see :func:`sample`), (N, *data_shape) on the CPU."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return torch.cat([_as_given(model, model.reconstruct(b)) for b in _batches(model, x, batch_size, "reconstruct")])
-    finally:
-        model.train(was_training)
 
 
 def _batches(model, x, batch_size: int, where: str):

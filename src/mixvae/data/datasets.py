@@ -116,7 +116,7 @@ class Dataset:
 
     def unscale(self, x: torch.Tensor) -> torch.Tensor:
         """The model's range -> [0, 1] (for pictures)."""
-        return (x + 1.0) / 2.0 if self.symmetric else x
+        return from_model_range(x, self.symmetric)
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[torch.Tensor]:
         s = getattr(self, split)
@@ -532,6 +532,11 @@ def _toy(name: str, seed: int, n_train, n_test, epoch_size: int) -> Dataset:
 def to_model_range(x: torch.Tensor, symmetric: bool) -> torch.Tensor:
     """Data in [0, 1] -> a model's range: [-1, 1] when ``symmetric`` (``data.scale = symmetric``), else as is."""
     return x * 2.0 - 1.0 if symmetric else x
+
+
+def from_model_range(x: torch.Tensor, symmetric: bool) -> torch.Tensor:
+    """The inverse of :func:`to_model_range`: [-1, 1] -> [0, 1] when ``symmetric``, else as is."""
+    return (x + 1.0) / 2.0 if symmetric else x
 
 
 def _as_split(data, where: str, uint8_max: Optional[float] = None) -> Split:

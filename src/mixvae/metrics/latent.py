@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..models import LatentVariableModel
+from ..models.base import evaluating
 from ..priors import count_inactive_modes
 
 
@@ -13,14 +14,10 @@ def posterior_mean_variance(model: LatentVariableModel, batches) -> dict[str, to
     eval mode (BatchNorm's running statistics neither used from the batch nor updated); the
     model's mode is restored."""
     means: dict[str, list[torch.Tensor]] = {}
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for x in batches:
             for k, mu in model.latent_means(x).items():
                 means.setdefault(k, []).append(mu)
-    finally:
-        model.train(was_training)
     return {k: torch.cat(v).var(dim=0, unbiased=False) for k, v in means.items()}
 
 

@@ -11,6 +11,7 @@ Every model offers
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -19,6 +20,18 @@ from torch.distributions import Distribution
 from ..distributions import WHOLE, DiagonalGaussian, Shard
 from ..priors import Prior
 from .likelihood import LikelihoodHead
+
+
+@contextmanager
+def evaluating(module: nn.Module):
+    """``module`` in eval mode inside the block (BatchNorm and dropout as at test time); its
+    training / eval mode is restored afterwards, however the block ends."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 class LatentVariableModel(nn.Module, ABC):
