@@ -61,8 +61,8 @@ def table(results: Path = RESULTS) -> str:
         "columns). FID (standard protocol: eval mode, 299x299, 2048-d pool features, offline weights) of prior "
         "samples (n) and of m test reconstructions against n test images; probes: linear SVM (C 0.025, "
         "2000 / 10000 iterations) and kNN (k 5 / 100) on one standardised sampled z per image, fit on the training "
-        "split, accuracy on the test split; inactive modes: prior weight or mean responsibility < 1/C^2. Mean ± std "
-        "over the seeds listed. Written by `python experiments/sintro_images.py` (the command of every cell is in "
+        "split, accuracy on the test split; inactive modes: prior weights w_k < 1/C^2 (the paper's definition). "
+        "Mean ± standard error over the seeds listed (the paper's protocol: 3 seeds). Written by `python experiments/sintro_images.py` (the command of every cell is in "
         "its eval.json).",
         "",
         "| data | method | budget | seeds | FID samples | FID recs | n / m | SVM few | SVM many | kNN k=5 | kNN k=100 "
@@ -71,11 +71,11 @@ def table(results: Path = RESULTS) -> str:
     ]
     order = list(DATA)
     for (d, tag, m), rs in sorted(groups.items(), key=lambda g: (order.index(g[0][0]), g[0][1], list(METHODS).index(g[0][2]))):
-        col = lambda f, digits=3: column(rs, f, digits)
+        col = lambda f, digits=3: column(rs, f, digits, sem=True)
         r0 = rs[0]
         budget = (f"{r0['epochs']} ep ({r0['warmup_epochs']} warm-up), widths {r0['channels']}"
                   + (f", {r0['train_subset']} train images" if r0.get("train_subset") else ""))
-        inactive = (col(lambda r: r["inactive_modes"], 1) + f" of {r0['components']}") if "components" in r0 else "–"
+        inactive = (col(lambda r: r["inactive_by_weight"], 1) + f" of {r0['components']}") if "components" in r0 else "–"
         seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
         lines.append(
             f"| {DATA[d]} | {METHODS[m]} | {budget} | {seeds} | {col(lambda r: r['fid_samples'], 1)} | "

@@ -61,6 +61,8 @@ def test_train_eval_sample_and_resume(tmp_path, capsys):
     for extra in (["--pairs", 2], ["--walk", "--dims", 0, 1, "-k", 2]):
         code, out, err = run_cli(["interpolate", run, "--out", tmp_path / "i.png", "--steps", 3] + extra, capsys)
         assert code == 0 and (tmp_path / "i.png").stat().st_size > 0, err
+    code, out, err = run_cli(["interpolate", run, "--out", tmp_path / "j.png", "--pairs", 1000], capsys)
+    assert one_line_error(code, err) and "needs 2000 test images" in err and not (tmp_path / "j.png").exists()
 
     # --threads holds for every command that opens a run; --weights is reported as what was used
     torch.set_num_threads(2)
@@ -87,6 +89,18 @@ def test_train_eval_sample_and_resume(tmp_path, capsys):
     assert code == 0, err
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "eval"] == [60]          # one final evaluation, of step 60
+    before = files()
+    code, out, err = run_cli(["train", "--resume", run, "--quiet", "--set", "train.max_steps=10"], capsys)
+    unlocked = lambda d: {p: t for p, t in d.items() if p.name != ".lock"}                  # a resume takes the lock
+    assert one_line_error(code, err) and "below the 60 steps" in err and unlocked(files()) == unlocked(before)
+
+    # eval names the file its weights came from, also where best.pt is gone (a crash between a save's renames)
+    used = lambda: json.loads(run_cli(["eval", run, "--ll-samples", 0, "--json"], capsys)[1])["checkpoint"]
+    assert used() == "checkpoints/best.pt"
+    (run / "checkpoints" / "best.pt").unlink()
+    assert (run / "checkpoints" / "best.prev.pt").exists() and used() == "checkpoints/best.prev.pt"
+    (run / "checkpoints" / "best.prev.pt").unlink()
+    assert used() == "checkpoints/latest.pt"
 
 
 def one_line_error(code, err):
@@ -140,3 +154,15 @@ def test_help_on_every_command():
     for cmd in ([], ["train"], ["eval"], ["sample"], ["demo"]):
         r = subprocess.run([sys.executable, "-m", "mixvae", *cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: mixvae" in r.stdout
+
+
+def test_counts_beyond_the_data_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MIXVAE_OFFLINE", "1")
+    cfg = ROOT / "configs" / "vampprior" / "vae_standard_dynamic_mnist.yaml"
+    for key in ("train_subset", "test_subset"):
+        code, _, err = run_cli(["train", cfg, "--out", tmp_path / key] + sets(TINY + [f"data.{key}=100000"]), capsys)
+        assert one_line_error(code, err) and f"data.{key} = 100000 is more than the" in err and "of digits" in err
+        assert not (tmp_path / key).exists()
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli(["train", cfg, "--out", tmp_path / "file"] + sets(TINY), capsys)
+    assert one_line_error(code, err) and "is a file" in err

@@ -24,6 +24,8 @@ def test_bench2d_tiny(tmp_path, capsys):
     table = (out / "TABLE.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| rings")]
     assert len(rows) == 2 and all("±" in r for r in rows)             # two seeds: mean ± std
+    assert ("Written by `mixvae bench2d --iterations 16 --warmup 6 --set data.epoch_size=8 --set eval.toy_grid=32 "
+            "--seeds N --out OUT`") in table                              # the call that makes these cells again
     cells = sorted((out / "cells").iterdir())
     assert [c.name for c in cells] == ["rings-learned_prior-16it-seed92", "rings-learned_prior-16it-seed93",
                                        "rings-vae-16it-seed92", "rings-vae-16it-seed93"]
@@ -185,6 +187,12 @@ def test_bench2d_refuses_a_kept_cell_made_with_another_warmup_or_overrides(tmp_p
         run(warmup=5)
     with pytest.raises(UserError, match=r"kept from a run with overrides \[\], not \['eval.toy_grid=32'\]"):
         run(warmup=6, extra=("eval.toy_grid=32",))
+    # the settings count, not their text: order and repeats of --set do not make a cell another one
+    from mixvae.app.grid import check_kept
+    (kept / "eval.json").write_text(json.dumps({"overrides": ["eval.toy_grid=32", "train.lr=0.1"]}))
+    check_kept(kept, {"overrides": ["train.lr=0.1", "eval.toy_grid=32", "eval.toy_grid=32"]})
+    with pytest.raises(UserError, match="kept from a run with overrides"):
+        check_kept(kept, {"overrides": ["eval.toy_grid=32", "train.lr=0.1", "train.lr=0.2"]})
     assert bench2d.Budget(6000, 3000).overrides(bench2d.preset_path(ROOT / "configs", "rings", "sintro"))[1] == \
         "train.warmup_steps=3000"                          # a longer warm-up than the preset's is used as given
 

@@ -59,6 +59,12 @@ def test_report_holds_config_differences_metrics_and_every_picture(two_runs, tmp
     assert main(["report", str(tmp_path / "nope")]) == 2
 
 
+def test_report_labels_tell_runs_of_the_same_folder_name_apart(tmp_path):
+    from mixvae.app.report import _labels
+    assert _labels([tmp_path / "a" / "seed1", tmp_path / "b" / "seed1"]) == ["a/seed1", "b/seed1"]
+    assert _labels([tmp_path / "a", tmp_path / "b"]) == ["a", "b"]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)")
 def test_report_renders_in_headless_chromium_with_all_images_loaded(two_runs, tmp_path):
     a, b = two_runs

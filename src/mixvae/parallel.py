@@ -24,6 +24,7 @@ stopping needs no messages. Multi-node resume needs the run folder on a shared f
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +64,21 @@ def shutdown() -> None:
     """Leave the process group (if this process joined one)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: str = "cpu"):
+    """``with process_group(device) as proc:`` joins torchrun's process group (see
+    :func:`init_from_env`) and leaves it at the end. After a body that ended normally, every process
+    first waits for the others: a process that tore down its connections while another still used
+    them could abort the other's teardown (gloo, seen once in CI as "terminate called without an
+    active exception"). After an error there is no waiting (the others may never get there)."""
+    proc = init_from_env(device)
+    try:
+        yield proc
+        barrier()
+    finally:
+        shutdown()
 
 
 def active() -> bool:

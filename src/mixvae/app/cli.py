@@ -220,12 +220,9 @@ def cmd_train(args) -> int:
         out, data_dir = args.out, args.data_dir
     if args.threads:
         cfg.train.threads = args.threads
-    proc = parallel.init_from_env(cfg.train.device)   # several processes when started by torchrun
-    try:
+    with parallel.process_group(cfg.train.device) as proc:   # several processes when started by torchrun
         summary = runs.train(cfg, out, data_dir, resume=args.resume is not None,
                              progress=not args.quiet and proc.is_main, evaluate_after=not args.no_eval, proc=proc)
-    finally:
-        parallel.shutdown()
     if proc.is_main:
         print(json.dumps(summary))
     return 0
@@ -252,7 +249,9 @@ def cmd_eval(args) -> int:
     run = _open(args, args.overrides)
     run.path = None           # eval reads the run folder and writes nothing there (its pictures are train's)
     result = runs.evaluate(run, args.ll_samples, args.split, fid_samples=args.fid_samples, probes=args.probes)
-    source = {"weights": str(args.weights)} if args.weights is not None else {"checkpoint": args.checkpoint}
+    # the file the weights came from: --weights, or the checkpoint that --checkpoint found (best.prev.pt
+    # where best.pt is missing, latest.pt where a run has no best, model.safetensors for a published run)
+    source = {"weights": run.weights_file} if args.weights is not None else {"checkpoint": run.weights_file}
     result = {"run": str(args.run), **source, **result}
     if args.json:
         print(json.dumps(result))
@@ -366,13 +365,15 @@ def cmd_interpolate(args) -> int:
     if bad:
         raise UserError(f"--dims {bad} is not valid; expected latent dimensions in [0, {run.model.latent_dim - 1}]")
     test = run.data.test
+    if not args.walk and 2 * args.pairs > len(test):
+        raise UserError(f"--pairs {args.pairs} needs {2 * args.pairs} test images; {args.run} has {len(test)} "
+                        f"(at most {len(test) // 2} pairs)")
     idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))
     x = run.data.scale(test.get(idx[: 2 * args.pairs])).to(run.device)
     if args.walk:
         grid = latent_walk(run.model, x[:1], dims, args.k, args.steps)
     else:
-        pairs = min(args.pairs, x.shape[0] // 2)
-        grid = interpolations(run.model, x[:pairs], x[pairs:2 * pairs], args.steps)
+        grid = interpolations(run.model, x[:args.pairs], x[args.pairs:], args.steps)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_grid(run.data.unscale(grid), args.out, nrow=args.steps)
     print(str(args.out))

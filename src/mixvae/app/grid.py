@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from . import runs
-from ..config import load_config
+from ..config import apply_overrides, load_config
 from ..errors import UserError
 
 KEEP = ("config.yaml", "metrics.jsonl", "run.json", "samples.png", "reconstructions.png", "interpolations.png",
@@ -99,7 +99,11 @@ def check_kept(folder: Path, meta: dict) -> None:
     recorded = json.loads(kept.read_text())
     for key, wanted in meta.items():
         wanted = json.loads(json.dumps(wanted, default=str))     # as eval.json holds it (tuples as lists)
-        if key in recorded and recorded[key] != wanted:
+        if key == "overrides" and isinstance(wanted, list) and isinstance(recorded.get(key), list):
+            same = apply_overrides({}, recorded[key]) == apply_overrides({}, wanted)   # the settings, not their text
+        else:
+            same = recorded.get(key, wanted) == wanted
+        if not same:
             raise UserError(f"{folder}: kept from a run with {key} {recorded[key]!r}, not {wanted!r}; delete that "
                             "folder to train it again, or give another results folder")
 
@@ -138,22 +142,24 @@ def grouped(results: Path, *keys: str) -> dict[tuple, list[dict]]:
     return groups
 
 
-def column(cells: list[dict], metric, digits: int = 3) -> str:
+def column(cells: list[dict], metric, digits: int = 3, sem: bool = False) -> str:
     """:func:`mean_std` of ``metric(cell)`` over cells; '–' if a cell lacks it (e.g. FID skipped)."""
     try:
-        return mean_std([metric(r) for r in cells], digits)
+        return mean_std([metric(r) for r in cells], digits, sem)
     except (KeyError, TypeError):
         return "–"
 
 
-def mean_std(values: Iterable[float], digits: int = 2) -> str:
-    """'m ± s' (sample std over seeds), the value alone for one seed, '–' for none."""
+def mean_std(values: Iterable[float], digits: int = 2, sem: bool = False) -> str:
+    """'m ± s' (s: the sample std over seeds, or with ``sem`` the standard error of the mean,
+    std / sqrt(n)), the value alone for one seed, '–' for none."""
     v = [float(x) for x in values]
     if not v:
         return "–"
     if len(v) == 1:
         return f"{v[0]:.{digits}f}"
-    return f"{statistics.mean(v):.{digits}f} ± {statistics.stdev(v):.{digits}f}"
+    s = statistics.stdev(v) / (len(v) ** 0.5 if sem else 1.0)
+    return f"{statistics.mean(v):.{digits}f} ± {s:.{digits}f}"
 
 
 def replace_between(path: Path, begin: str, end: str, text: str) -> bool:

@@ -70,10 +70,21 @@ def _read_run(path: Path) -> dict:
     return {"path": path, "config": _flatten(config), "eval": result}
 
 
+def _labels(paths: list[Path]) -> list[str]:
+    """Column labels for run folders: the shortest tails of their paths that tell them apart
+    (``a/seed1`` and ``b/seed1``, not ``seed1`` twice)."""
+    parts = [Path(p).resolve().parts for p in paths]
+    for k in range(1, max(len(q) for q in parts) + 1):
+        labels = ["/".join(q[-k:]) for q in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in paths]     # the same folder given twice
+
+
 def write_report(paths: list[Path], out: Path) -> Path:
     """Write the HTML page about the run folders ``paths`` to ``out``; returns ``out``."""
     runs = [_read_run(Path(p)) for p in paths]
-    names = [r["path"].name or str(r["path"]) for r in runs]
+    names = _labels([r["path"] for r in runs])
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mixvae report: {html.escape(', '.join(names))}"
              f"</title><style>{_STYLE}</style></head><body>",

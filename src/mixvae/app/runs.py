@@ -33,7 +33,7 @@ from ..metrics.reconstruction import latent_statistics, reconstruction_report
 from .. import parallel
 from ..parallel import ProcessInfo
 from ..registry import OBJECTIVES
-from ..training.checkpoint import load_checkpoint
+from ..training.checkpoint import load_checkpoint_from
 from ..training import statecheck
 from ..training.loop import Trainer
 
@@ -46,6 +46,7 @@ class Run:
     objective: object
     path: Optional[Path]
     device: torch.device
+    weights_file: Optional[str] = None   # what the weights were loaded from (open_run): "checkpoints/best.pt", ...
 
 
 def set_threads(cfg: Config) -> None:
@@ -155,7 +156,9 @@ def check_new_run_dir(out: Path, locked: bool = False) -> None:
     if holder is not None:
         raise UserError(f"run folder {out} is being written by another mixvae process (pid {holder}); "
                         "wait for it to end, or choose another folder")
-    if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; expected a run folder (a new or an empty one)")
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise UserError(f"--out {out} already exists and is not empty; use 'mixvae train --resume {out}' "
                         "to continue that run, or choose another folder")
 
@@ -234,9 +237,7 @@ def _train(cfg, out, data_dir, resume, progress, evaluate_after, proc, locks) ->
     else:
         _on_main(proc, lambda: check_new_run_dir(out))   # before the (slow) data loading
     run = prepare(cfg, data_dir, out)
-    if resume:
-        _on_main(proc, lambda: save_config(cfg, out / "config.yaml"))   # a resumed run may change its budget (--set)
-    else:
+    if not resume:
         _on_main(proc, lambda: locks.append(create_run_dir(run, out, data_dir)))
     trainer = None
     try:
@@ -244,6 +245,7 @@ def _train(cfg, out, data_dir, resume, progress, evaluate_after, proc, locks) ->
                           progress=progress, after_eval=lambda tr: picture_run(tr, out))
         if resume:
             trainer.resume()
+            _on_main(proc, lambda: save_config(cfg, out / "config.yaml"))   # its budget may have changed (--set)
         state = trainer.fit()
     except BaseException:
         if trainer is not None:
@@ -296,7 +298,8 @@ WEIGHTS_FILE = "model.safetensors"   # a finished run's final weights (its check
 
 def load_weights(run: Run, path: Path, which: str = "best") -> str:
     """Load best.pt (or latest.pt if there is no best) into the run's modules; a run folder without
-    checkpoints (a finished, published run) loads its model.safetensors. Returns the file used.
+    checkpoints (a finished, published run) loads its model.safetensors. Returns the file used,
+    relative to the run folder ("checkpoints/best.prev.pt" where best.pt was missing).
     A damaged latest.pt falls back to its previous copy; a damaged best.pt is refused (an older
     best is not the best)."""
     ckpt = path / "checkpoints" / f"{which}.pt"
@@ -305,9 +308,9 @@ def load_weights(run: Run, path: Path, which: str = "best") -> str:
     if not (path / "checkpoints").is_dir() and (path / WEIGHTS_FILE).is_file():
         import_weights(run, path / WEIGHTS_FILE)
         return WEIGHTS_FILE
-    state = load_checkpoint(ckpt, fallback=ckpt.name == "latest.pt" or not ckpt.exists())
-    _load_state(run, state.get("objective", {}), state.get("modules", {}), str(ckpt))
-    return ckpt.name
+    state, used = load_checkpoint_from(ckpt, fallback=ckpt.name == "latest.pt" or not ckpt.exists())
+    _load_state(run, state.get("objective", {}), state.get("modules", {}), str(used))
+    return f"checkpoints/{used.name}"
 
 
 def export_weights(run: Run, file: Path) -> Path:
@@ -383,10 +386,11 @@ def open_run(path: Path, data_dir=None, which: str = "auto", overrides=(), weigh
         run = prepare(cfg, run_dir=path, data=Dataset.from_spec(spec))
     if weights is not None:
         import_weights(run, weights)
+        run.weights_file = str(weights)
     else:
         if which == "auto":
             which = "best" if run.objective.select_best else "latest"
-        load_weights(run, path, which)
+        run.weights_file = load_weights(run, path, which)
     run.model.eval()
     return run
 

@@ -146,6 +146,11 @@ def read_checkpoint(path: Path) -> dict:
 def load_checkpoint(path: Path, fallback: bool = True) -> dict:
     """Load and verify ``path``. If it is missing, empty or damaged and ``fallback`` is set, use
     ``<name>.prev.pt`` with a warning on stderr; otherwise raise :class:`UserError` in one line."""
+    return load_checkpoint_from(path, fallback)[0]
+
+
+def load_checkpoint_from(path: Path, fallback: bool = True) -> tuple[dict, Path]:
+    """:func:`load_checkpoint`, and the file that was read (``path`` or its previous copy)."""
     errors = []
     for candidate in (path, _prev(path)) if fallback else (path,):
         try:
@@ -156,7 +161,7 @@ def load_checkpoint(path: Path, fallback: bool = True) -> dict:
         if errors:
             print(f"mixvae: warning: checkpoint {path}: {errors[0][1]}; using the previous checkpoint {candidate}",
                   file=sys.stderr)
-        return state
+        return state, candidate
     if all(why == "missing" for _, why in errors):
         raise UserError(f"checkpoint {path} does not exist")
     raise UserError(f"cannot load checkpoint {path}: " + "; ".join(f"{c.name}: {why}" for c, why in errors))

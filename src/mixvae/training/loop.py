@@ -182,6 +182,9 @@ class Trainer:
             raise UserError(f"--resume {self.run_dir}: no checkpoint to continue from ({path} is missing); "
                             "start the run again in a new folder")
         self.restore(load_checkpoint(path))
+        if self.state.step > self.total_steps:
+            raise UserError(f"--resume {self.run_dir}: its budget of {self.total_steps} steps (train.max_steps / "
+                            f"train.epochs) is below the {self.state.step} steps the run has done; give at least that")
         if self.rank == 0:
             for tmp in path.parent.glob(".*.tmp"):   # writes cut short by a crash
                 tmp.unlink(missing_ok=True)
