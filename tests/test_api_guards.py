@@ -154,3 +154,18 @@ def test_bits_per_dim_of_a_symmetric_density_counts_bins_of_width_2_over_256(tmp
     assert main(["train", str(base), "--out", str(tmp_path / "run"), "--quiet"] + [a for o in sets for a in ("--set", o)]) == 0
     r = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert r["bits_per_dim"] == pytest.approx(-(r["test_ll"] - 16 * math.log(128)) / (16 * math.log(2)))
+
+
+def test_metrics_restore_the_models_mode_also_when_they_fail():
+    """The metrics evaluate in eval mode and hand the model back in the mode it came in, however they end."""
+    from mixvae.metrics.likelihood import elbo_parts, log_likelihood
+    from mixvae.metrics.probes import sampled_latents
+    model = small(binary(16, shape=(1, 4, 4)))
+    model.train()
+    wrong = torch.rand(3, 5)                          # not (N, 1, 4, 4): every metric fails part-way
+    for metric in (lambda: log_likelihood(model, wrong, 4), lambda: elbo_parts(model, [wrong]),
+                   lambda: sampled_latents(model, [wrong])):
+        with pytest.raises(RuntimeError):
+            metric()
+        assert model.training
+    assert log_likelihood(model, torch.rand(2, 1, 4, 4), 4).shape == (2,) and model.training

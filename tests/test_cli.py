@@ -1,5 +1,6 @@
 """The command line end to end on small runs, and its answers to bad input."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from mixvae.app.cli import main
+from mixvae.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train.epochs=2", "train.batch_size=50", "train.log_every=5", "model.hidden=[32,32]",
@@ -63,6 +65,15 @@ def test_train_eval_sample_and_resume(tmp_path, capsys):
         assert code == 0 and (tmp_path / "i.png").stat().st_size > 0, err
     code, out, err = run_cli(["interpolate", run, "--out", tmp_path / "j.png", "--pairs", 1000], capsys)
     assert one_line_error(code, err) and "needs 2000 test images" in err and not (tmp_path / "j.png").exists()
+    few = tmp_path / "few"                                  # the same run, seen with 10 test images:
+    shutil.copytree(run, few)                               # the default 8 pairs become 5, a given count is refused
+    c = yaml.safe_load((few / "config.yaml").read_text())
+    c["data"]["test_subset"] = 10
+    (few / "config.yaml").write_text(yaml.safe_dump(c))
+    code, out, err = run_cli(["interpolate", few, "--out", tmp_path / "k.png"], capsys)
+    assert code == 0 and (tmp_path / "k.png").exists(), err
+    code, out, err = run_cli(["interpolate", few, "--out", tmp_path / "l.png", "--pairs", 6], capsys)
+    assert one_line_error(code, err) and "at most 5 pairs" in err
 
     # --threads holds for every command that opens a run; --weights is reported as what was used
     torch.set_num_threads(2)
@@ -159,10 +170,13 @@ def test_help_on_every_command():
 def test_counts_beyond_the_data_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MIXVAE_OFFLINE", "1")
     cfg = ROOT / "configs" / "vampprior" / "vae_standard_dynamic_mnist.yaml"
-    for key in ("train_subset", "test_subset"):
-        code, _, err = run_cli(["train", cfg, "--out", tmp_path / key] + sets(TINY + [f"data.{key}=100000"]), capsys)
-        assert one_line_error(code, err) and f"data.{key} = 100000 is more than the" in err and "of digits" in err
-        assert not (tmp_path / key).exists()
+    code, _, err = run_cli(["train", cfg, "--out", tmp_path / "run"] + sets(TINY + ["data.train_subset=100000"]), capsys)
+    assert one_line_error(code, err) and "data.train_subset = 100000 is more than the" in err and "of digits" in err
+    assert not (tmp_path / "run").exists()       # (test_subset is "at most": a check on the first N test images)
+    with pytest.raises(UserError, match="train_subset = 50 is more than the 40 examples given"):
+        import mixvae
+        mixvae.fit(mixvae.build("vae", data=torch.rand(40, 1, 4, 4), hidden=[8], latent_dim=2), torch.rand(40, 1, 4, 4),
+                   data={"train_subset": 50})
     (tmp_path / "file").write_text("x")
     code, _, err = run_cli(["train", cfg, "--out", tmp_path / "file"] + sets(TINY), capsys)
     assert one_line_error(code, err) and "is a file" in err

@@ -107,3 +107,20 @@ def test_bad_input_under_torchrun_is_one_line(tmp_path, bad):
     assert plain.returncode == 1
     assert [line for line in plain.stderr.splitlines() if line.startswith("mixvae: ")] == lines
     assert "exitcode  : 2" in plain.stderr
+
+
+def test_process_group_waits_for_the_others_only_after_a_normal_end(monkeypatch):
+    """After a normal end every process meets the others before leaving the group; after an error
+    it leaves at once (the others may never get to the barrier)."""
+    from mixvae import parallel
+    calls = []
+    monkeypatch.setattr(parallel, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(parallel, "shutdown", lambda: calls.append("shutdown"))
+    with parallel.process_group() as proc:
+        assert proc.world == 1
+    assert calls == ["barrier", "shutdown"]
+    calls.clear()
+    with pytest.raises(ValueError):
+        with parallel.process_group():
+            raise ValueError("bad input")
+    assert calls == ["shutdown"]

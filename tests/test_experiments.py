@@ -24,7 +24,7 @@ def test_bench2d_tiny(tmp_path, capsys):
     table = (out / "TABLE.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| rings")]
     assert len(rows) == 2 and all("±" in r for r in rows)             # two seeds: mean ± std
-    assert ("Written by `mixvae bench2d --iterations 16 --warmup 6 --set data.epoch_size=8 --set eval.toy_grid=32 "
+    assert ("Written by `mixvae bench2d --iterations 16 --warmup 6 --set eval.toy_grid=32 --set data.epoch_size=8 "
             "--seeds N --out OUT`") in table                              # the call that makes these cells again
     cells = sorted((out / "cells").iterdir())
     assert [c.name for c in cells] == ["rings-learned_prior-16it-seed92", "rings-learned_prior-16it-seed93",

@@ -152,6 +152,9 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
         data = train
     elif in_memory:
         if cfg.data.train_subset is not None:
+            if cfg.data.train_subset > len(train):
+                raise UserError(f"mixvae.fit: data.train_subset = {cfg.data.train_subset} is more than the "
+                                f"{len(train)} examples given")
             train = train[:cfg.data.train_subset]
         data = from_tensors(train, valid, valid_size=cfg.data.valid_size, split_seed=cfg.data.split_seed, **layout)
     else:

@@ -57,7 +57,7 @@ class DataConfig:
     valid_size: float = _range(0.0, None, default=0.1)  # held-out part of train when a set has no validation split (fraction < 1, or a count); MNIST, Fashion-MNIST and OMNIGLOT hold out their last images instead
     split_seed: int = 0                      # seeds the train/validation split and fixed binarisation
     train_subset: Optional[int] = _range(1, None, default=None)  # keep the first N training examples
-    test_subset: Optional[int] = _range(1, None, default=None)   # keep the first N test examples
+    test_subset: Optional[int] = _range(1, None, default=None)   # keep the first N test examples (all, if fewer)
     epoch_size: int = _range(1, None, default=1000)              # batches per "epoch" for 2D samplers
 
 

@@ -350,6 +350,7 @@ def cmd_interpolate(args) -> int:
     if given:
         raise UserError(f"{given[0]} is for {'interpolations' if args.walk else 'latent walks (--walk)'}; "
                         f"{'drop it or drop --walk' if args.walk else 'add --walk or drop it'}")
+    asked_pairs = args.pairs is not None
     args.pairs = 8 if args.pairs is None else args.pairs
     args.k = 20.0 if args.k is None else args.k
     _positive("--pairs", args.pairs, MAX_GRID_SIDE)
@@ -365,6 +366,8 @@ def cmd_interpolate(args) -> int:
     if bad:
         raise UserError(f"--dims {bad} is not valid; expected latent dimensions in [0, {run.model.latent_dim - 1}]")
     test = run.data.test
+    if not asked_pairs:
+        args.pairs = max(1, min(args.pairs, len(test) // 2))
     if not args.walk and 2 * args.pairs > len(test):
         raise UserError(f"--pairs {args.pairs} needs {2 * args.pairs} test images; {args.run} has {len(test)} "
                         f"(at most {len(test) // 2} pairs)")

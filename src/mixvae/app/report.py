@@ -73,7 +73,7 @@ def _read_run(path: Path) -> dict:
 def _labels(paths: list[Path]) -> list[str]:
     """Column labels for run folders: the shortest tails of their paths that tell them apart
     (``a/seed1`` and ``b/seed1``, not ``seed1`` twice)."""
-    parts = [Path(p).resolve().parts for p in paths]
+    parts = [Path(p).parts for p in paths]
     for k in range(1, max(len(q) for q in parts) + 1):
         labels = ["/".join(q[-k:]) for q in parts]
         if len(set(labels)) == len(labels):

@@ -260,14 +260,16 @@ def _train(cfg, out, data_dir, resume, progress, evaluate_after, proc, locks) ->
         summary["processes"] = proc.world
     if evaluate_after:
         parallel.barrier()                            # rank 0 has written the last checkpoint
-        load_weights(run, out, "best" if run.objective.select_best else "latest")
+        run.weights_file = load_weights(run, out, "best" if run.objective.select_best else "latest")
         summary.update(evaluate(run, proc=proc))
-        if proc.is_main:
+
+        def record():
             save_run_pictures(run.model, run.data, out)
             numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                        and k not in ("steps", "steps_per_epoch")}
             trainer.log.write({"step": state.step, "split": "eval", **numbers})
             (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _on_main(proc, record)        # a failed write stops every process (none waits for rank 0 in vain)
     trainer.log.close()
     return summary
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.base import evaluating
+
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, scale: int = 1) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> uint8 (rows*(H+pad)+pad, cols*(W+pad)+pad, 3) with a gray frame."""
@@ -129,9 +131,11 @@ def save_run_pictures(model, data, run_dir: str | Path, n: int = 64) -> list[Pat
     """samples.png, reconstructions.png (originals above, reconstructions below), interpolations.png
     (single-level models: 8 pairs of test images, 10 steps between their posterior means) and, for a
     VampPrior, pseudo_inputs.png; for 2D data a scatter of data, samples and the latent space."""
-    run_dir = Path(run_dir)
-    was_training = model.training
-    model.eval()
+    with evaluating(model):
+        return _run_pictures(model, data, Path(run_dir), n)
+
+
+def _run_pictures(model, data, run_dir: Path, n: int) -> list[Path]:
     out = []
     g = torch.Generator().manual_seed(0)
     test = data.test
@@ -161,7 +165,6 @@ def save_run_pictures(model, data, run_dir: str | Path, n: int = 64) -> list[Pat
             pts["latent"] = z
             modes = model.prior().means if model.prior.is_mixture else torch.zeros(1, 2)
         out.append(save_scatter_2d(pts, run_dir / "samples.png", box=BOXES.get(data.name), modes=modes))
-    model.train(was_training)
     return out
 
 

@@ -13,6 +13,7 @@ import torch
 
 from ..distributions import log_mean_exp
 from ..models import LatentVariableModel
+from ..models.base import evaluating
 
 
 @torch.no_grad()
@@ -20,22 +21,20 @@ def log_likelihood(model: LatentVariableModel, x: torch.Tensor, num_samples: int
                    chunk: int = 4096, bar=None) -> torch.Tensor:
     """Per-image estimate of log p(x) in nats, shape (N,). x: (N, *data_shape) on the model's device.
     ``bar``: a progress bar (:func:`mixvae.progress.bar`) advanced by the images done."""
-    was_training = model.training
-    model.eval()
-    prior = model.prior()                                  # components computed once (VampPrior)
     images_per_pass = max(1, chunk // num_samples)
     samples_per_pass = max(1, min(num_samples, chunk // min(images_per_pass, x.shape[0])))
     out = []
-    for i in range(0, x.shape[0], images_per_pass):
-        xb = x[i:i + images_per_pass]
-        parts = []
-        for s in range(0, num_samples, samples_per_pass):
-            log_px, kl = model.log_weights(xb, min(samples_per_pass, num_samples - s), prior=prior)
-            parts.append(log_px - kl)                      # (s, n) log importance weights
-        out.append(log_mean_exp(torch.cat(parts), dim=0))
-        if bar is not None:
-            bar.update(xb.shape[0])
-    model.train(was_training)
+    with evaluating(model):
+        prior = model.prior()                              # components computed once (VampPrior)
+        for i in range(0, x.shape[0], images_per_pass):
+            xb = x[i:i + images_per_pass]
+            parts = []
+            for s in range(0, num_samples, samples_per_pass):
+                log_px, kl = model.log_weights(xb, min(samples_per_pass, num_samples - s), prior=prior)
+                parts.append(log_px - kl)                  # (s, n) log importance weights
+            out.append(log_mean_exp(torch.cat(parts), dim=0))
+            if bar is not None:
+                bar.update(xb.shape[0])
     return torch.cat(out)
 
 
@@ -44,14 +43,12 @@ def elbo_parts(model: LatentVariableModel, batches) -> dict[str, float]:
     """The single-sample ELBO split into its parts, averaged over the images of ``batches`` (nats):
     ``elbo`` = E[log p(x|z)] - KL, ``rec`` = -E[log p(x|z)], ``kl`` = E[log q(z|x) - log p(z)],
     one z ~ q(z|x) per image (all latent levels for hierarchical models)."""
-    was_training = model.training
-    model.eval()
     rec = kl = 0.0
     n = 0
-    for x in batches:
-        log_px, k = model.log_weights(x, 1)
-        rec, kl, n = rec - log_px.sum().item(), kl + k.sum().item(), n + x.shape[0]
-    model.train(was_training)
+    with evaluating(model):
+        for x in batches:
+            log_px, k = model.log_weights(x, 1)
+            rec, kl, n = rec - log_px.sum().item(), kl + k.sum().item(), n + x.shape[0]
     n = max(n, 1)
     return {"elbo": -(rec + kl) / n, "rec": rec / n, "kl": kl / n}
 

@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from ..models import LatentVariableModel
+from ..models.base import evaluating
 
 SETTINGS = {"few": {"max_iter": 2000, "k": 5}, "many": {"max_iter": 10000, "k": 100}}
 
@@ -25,12 +26,8 @@ SETTINGS = {"few": {"max_iter": 2000, "k": 5}, "many": {"max_iter": 10000, "k": 
 @torch.no_grad()
 def sampled_latents(model: LatentVariableModel, batches: Iterable[torch.Tensor]) -> torch.Tensor:
     """One z ~ q(z|x) per image over all batches, (N, D) on the CPU (model in eval mode)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return torch.cat([model.encode(x).sample().cpu() for x in batches])
-    finally:
-        model.train(was_training)
 
 
 def _numpy(a) -> np.ndarray:

@@ -183,8 +183,10 @@ class Trainer:
                             "start the run again in a new folder")
         self.restore(load_checkpoint(path))
         if self.state.step > self.total_steps:
-            raise UserError(f"--resume {self.run_dir}: its budget of {self.total_steps} steps (train.max_steps / "
-                            f"train.epochs) is below the {self.state.step} steps the run has done; give at least that")
+            epochs = -(-self.state.step // self.steps_per_epoch)
+            raise UserError(f"--resume {self.run_dir}: its budget of {self.total_steps} steps is below the "
+                            f"{self.state.step} steps the run has done; give train.max_steps >= {self.state.step} "
+                            f"(or train.epochs >= {epochs}, of {self.steps_per_epoch} steps each)")
         if self.rank == 0:
             for tmp in path.parent.glob(".*.tmp"):   # writes cut short by a crash
                 tmp.unlink(missing_ok=True)
