@@ -169,3 +169,42 @@ def test_metrics_restore_the_models_mode_also_when_they_fail():
             metric()
         assert model.training
     assert log_likelihood(model, torch.rand(2, 1, 4, 4), 4).shape == (2,) and model.training
+
+
+def test_vectors_get_the_likelihood_their_values_call_for():
+    """'auto' reads vectors (N, D) as it reads images: binary -> Bernoulli, 8-bit -> discretised
+    logistic, continuous -> Gaussian with a learned variance (not a fixed unit variance)."""
+    assert small(binary(50, shape=(12,))).likelihood.kind == "bernoulli"
+    assert small(torch.randint(0, 256, (50, 12), dtype=torch.uint8)).likelihood.kind == "logistic"
+    assert small(torch.randn(50, 12)).likelihood.kind == "gaussian-learned"
+
+
+def test_a_bernoulli_model_scores_binary_examples_only():
+    model = small(binary(60, shape=(1, 4, 4)))
+    gray = torch.rand(5, 1, 4, 4)
+    for metric in (lambda: mixvae.log_likelihood(model, gray, samples=4, progress=False), lambda: mixvae.elbo(model, gray)):
+        with pytest.raises(UserError, match="Bernoulli likelihood is a distribution of binary values"):
+            metric()
+    assert mixvae.log_likelihood(model, torch.bernoulli(gray), samples=4, progress=False).shape == (5,)
+    assert mixvae.reconstruct(model, gray).shape == (5, 1, 4, 4)      # encoding gray examples is fine
+
+
+def test_api_file_mistakes_get_one_sentence(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        mixvae.load(tmp_path / "no_such_run")
+    with pytest.raises(UserError, match="no picture file extension"):
+        mixvae.save_images(torch.rand(2, 1, 4, 4), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    model = small(binary(40, shape=(1, 4, 4)))
+    other = mixvae.build("vae", data=binary(40, shape=(1, 4, 4)), latent_dim=2, hidden=[6])
+    mixvae.fit(other, binary(40, shape=(1, 4, 4)), epochs=1, out=tmp_path / "run", progress=False)
+    with pytest.raises(UserError, match=r"do not fit this model \(.*size mismatch"):
+        mixvae.load_weights(model, tmp_path / "run")
+
+
+def test_build_reads_any_number_of_examples_and_names_itself_in_its_errors():
+    assert small(binary(5)).data_shape == (1, 8, 8)                   # build needs no validation split
+    with pytest.raises(UserError, match=r"^mixvae.build: data: contains NaN"):
+        small(torch.full((20, 1, 4, 4), float("nan")))
+    with pytest.raises(UserError, match=r"channels-last images use x.permute\(0, 3, 1, 2\)"):
+        small(torch.rand(20, 8, 8, 3).numpy())

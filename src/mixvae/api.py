@@ -38,16 +38,24 @@ from .registry import OBJECTIVES, PRIORS
 Data = Union[torch.Tensor, Any]   # a tensor, a numpy array, or (for fit) an iterable of batches
 PRESETS = Path(__file__).resolve().parents[2] / "configs"   # the repository's presets, in a checkout
 _PRIOR_KEYS = {f.name for f in dataclasses.fields(PriorConfig)} - {"kind"}
-_SECTIONS = ("data", "model", "train", "eval", "elbo", "sintro", "gamix")
+_SECTIONS = tuple(k for k, v in config_to_dict(Config()).items() if isinstance(v, dict))   # data, model, train, ...
 _FIT_DATA_KEYS = ("scale", "binarize", "train_subset", "valid_size", "split_seed")   # what fit applies to examples
 
 
 def _data(data, name: str = "data") -> Dataset:
+    """``data`` for :func:`build`: its training part as :func:`fit` will split it (a ``vampprior-data``
+    prior picks its pseudo-inputs there), or every example where there are too few to split."""
     if isinstance(data, Dataset):
         return data
     if data is None:
-        raise UserError(f"{name} is required: a tensor or array of examples")
-    return from_tensors(data)
+        raise UserError(f"mixvae.build: {name} is required: a tensor or array of examples")
+    try:
+        try:
+            return from_tensors(data)
+        except UserError:
+            return from_tensors(data, valid=data)     # too few to split (bad data fail here again, with their reason)
+    except UserError as e:
+        raise UserError(f"mixvae.build: {name}: {str(e).removeprefix('train ')}") from None
 
 
 def build(arch: str = "vae", *, data, seed: int = 0, prior: Optional[str] = None, **options) -> LatentVariableModel:
@@ -247,6 +255,17 @@ def _examples(model, x, where: str) -> torch.Tensor:
     return to_model_range(t.to(device), _symmetric(model))
 
 
+def _scored(model, t: torch.Tensor, where: str) -> torch.Tensor:
+    """``t`` (examples as the model sees them), refused where the model's likelihood gives no density
+    of them: a Bernoulli model scores binary values only (the log-likelihood of gray values under it
+    is no log-likelihood of anything)."""
+    if getattr(getattr(model, "likelihood", None), "kind", None) == "bernoulli" and not bool(((t == 0) | (t == 1)).all()):
+        raise UserError(f"mixvae.{where}: the model's Bernoulli likelihood is a distribution of binary values, but x "
+                        "has values between 0 and 1; binarise them first (e.g. torch.bernoulli(x), as for training), "
+                        "or build the model on data like x")
+    return t
+
+
 def _as_given(model, y: torch.Tensor) -> torch.Tensor:
     """The model's output back in the user's range ([0, 1] from [-1, 1] for a symmetric model), on the CPU."""
     return from_model_range(y, _symmetric(model)).cpu()
@@ -272,9 +291,11 @@ def reconstruct(model: LatentVariableModel, x: Data, batch_size: int = 500) -> t
         return torch.cat([_as_given(model, model.reconstruct(b)) for b in _batches(model, x, batch_size, "reconstruct")])
 
 
-def _batches(model, x, batch_size: int, where: str):
+def _batches(model, x, batch_size: int, where: str, scored: bool = False):
     _count(batch_size, "batch_size", where)
     t = _examples(model, x, where)
+    if scored:
+        _scored(model, t, where)
     return (t[i:i + batch_size] for i in range(0, t.shape[0], batch_size))
 
 
@@ -282,12 +303,15 @@ def log_likelihood(model: LatentVariableModel, x: Data, samples: int = 5000, bat
                    seed: int = 0, chunk: int = 4096, progress: bool = True) -> torch.Tensor:
     """Importance-sampled log p(x) per example of x (N, *data_shape), in nats, shape (N,), with
     ``samples`` draws from q(z|x) (evaluated ``chunk`` (example, sample) pairs at a time); a
-    progress bar unless ``progress`` is false."""
+    progress bar unless ``progress`` is false. The density is of x as the model sees it: for a
+    Gaussian model trained with ``data.scale: symmetric`` (values in [-1, 1]), add D ln 2 for the
+    density of x in [0, 1] (D = the number of values per example). A Bernoulli model scores binary
+    x only."""
     from .metrics.likelihood import log_likelihood as ll
     from .progress import bar
     for value, name in ((samples, "samples"), (batch_size, "batch_size"), (chunk, "chunk")):
         _count(value, name, "log_likelihood")
-    t = _examples(model, x, "log_likelihood")
+    t = _scored(model, _examples(model, x, "log_likelihood"), "log_likelihood")
     with torch.random.fork_rng(), bar(total=t.shape[0], desc=f"log-likelihood (S={samples})", unit="img",
                                         disable=not progress) as b:
         torch.manual_seed(seed)
@@ -297,11 +321,12 @@ def log_likelihood(model: LatentVariableModel, x: Data, samples: int = 5000, bat
 
 def elbo(model: LatentVariableModel, x: Data, batch_size: int = 500, seed: int = 0) -> dict:
     """The single-sample ELBO and its parts averaged over the examples of x (N, *data_shape), in
-    nats per example: ``{"elbo", "rec" (= -E log p(x|z)), "kl" (= E[log q(z|x) - log p(z)])}``."""
+    nats per example: ``{"elbo", "rec" (= -E log p(x|z)), "kl" (= E[log q(z|x) - log p(z)])}``, of x
+    as the model sees it (see :func:`log_likelihood`)."""
     from .metrics.likelihood import elbo_parts
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return elbo_parts(model, _batches(model, x, batch_size, "elbo"))
+        return elbo_parts(model, _batches(model, x, batch_size, "elbo", scored=True))
 
 
 def active_units(model: LatentVariableModel, x: Data, threshold: float = 0.01, batch_size: int = 500) -> dict:
@@ -324,6 +349,9 @@ def save_images(images: torch.Tensor, path: Union[str, Path], nrow: Optional[int
                         "or N x H x W with N > 0")
     if nrow is not None:
         _count(nrow, "nrow", "save_images")
+    from PIL import Image
+    if Path(path).suffix.lower() not in Image.registered_extensions():
+        raise UserError(f"mixvae.save_images: {path} has no picture file extension; expected e.g. .png")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return save_grid(t.float(), path, nrow)
 
@@ -383,7 +411,7 @@ def load_weights(model: LatentVariableModel, path: Union[str, Path]) -> LatentVa
     try:
         model.load_state_dict(modules["model"])
     except RuntimeError as e:
-        raise UserError(f"{path}: the weights do not fit this model ({str(e).splitlines()[0][:200]})") from None
+        raise UserError(f"{path}: the weights do not fit this model ({' '.join(str(e).split())[:400]})") from None
     return model.eval()
 
 
@@ -394,6 +422,8 @@ def load(path: Union[str, Path], device: str = "cpu") -> LatentVariableModel:
     code runs when the files are read."""
     import yaml
     path = Path(path)
+    if not path.exists():
+        raise UserError(f"mixvae.load: {path} does not exist; expected a run folder or a .safetensors file")
     if path.is_dir():
         if not (path / "config.yaml").is_file():
             raise UserError(f"{path} is not a run folder (no config.yaml)")

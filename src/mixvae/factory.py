@@ -21,12 +21,13 @@ def build_data(cfg: Config, data_dir=None) -> Dataset:
 
 
 def likelihood_kind(cfg: Config, data: Dataset) -> str:
-    """'auto' -> a likelihood that can fit the data: Bernoulli for binary data, the discretised
-    logistic over the data's levels for quantised data (8-bit images, scikit-learn's 17-level
-    digits), a Gaussian with a learned per-pixel variance for continuous data. (A Gaussian of fixed
-    unit variance on data in [0, 1] makes the reconstruction term too weak against the KL, and the
-    posterior collapses.) The introspective and adversarial objectives use squared / absolute
-    error: a Gaussian mean."""
+    """'auto' -> a likelihood that can fit the data, images and vectors alike: Bernoulli for binary
+    data, the discretised logistic over the data's levels for quantised data (8-bit images,
+    scikit-learn's 17-level digits), a Gaussian with a learned per-dimension variance for
+    continuous data and for any data seen in [-1, 1] (``data.scale: symmetric``). (A Gaussian of
+    fixed unit variance on data in [0, 1] makes the reconstruction term too weak against the KL,
+    and the posterior collapses.) The introspective and adversarial objectives use squared /
+    absolute error: a Gaussian mean."""
     kind = cfg.model.likelihood
     if kind != "auto":
         return kind
@@ -34,8 +35,10 @@ def likelihood_kind(cfg: Config, data: Dataset) -> str:
     if only:
         return only[0]
     fixed = OBJECTIVES.get(cfg.train.objective).info.get("likelihood")
-    if fixed is not None or not data.is_image:
-        return fixed or "gaussian"
+    if fixed is not None:
+        return fixed
+    if data.symmetric:
+        return "gaussian-learned"
     return {"binary": "bernoulli", "8bit": "logistic", "discrete": "logistic"}.get(data.kind, "gaussian-learned")
 
 

@@ -552,8 +552,10 @@ def _as_split(data, where: str, uint8_max: Optional[float] = None) -> Split:
     if t.dim() == 3:
         t = t.unsqueeze(1)
     if t.dim() not in (2, 4) or t.shape[0] == 0 or (t.dim() == 4 and t.shape[1] not in (1, 3)):
+        last = (t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[0] > 0)    # N x H x W x C, as images load
         raise UserError(f"{where} has shape {tuple(t.shape)}; expected N x C x H x W (C = 1 or 3), N x H x W "
-                        "or N x D with N > 0")
+                        "or N x D with N > 0" + ("; for channels-last images use x.permute(0, 3, 1, 2) "
+                                                 "(numpy: x.transpose(0, 3, 1, 2))" if last else ""))
     if t.dtype == torch.uint8:
         return Split(t.contiguous(), uint8_max or (1.0 if int(t.max()) <= 1 else 255.0))
     if not t.dtype.is_floating_point:
