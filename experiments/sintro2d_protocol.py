@@ -68,7 +68,8 @@ def measure(folder: Path, data_dir, pictures: bool = True) -> dict:
 def status(cells: list[tuple[int, str, str]], results: Path, iterations: int) -> str:
     """One line per cell (done, the step an unfinished one continues from and who trains it, or
     not started), then the training time left: each method's seconds per step in its finished
-    cells (one thread each) times the steps its other cells still need."""
+    cells (one thread each; the latest three, so that the estimate follows the code that trains
+    now) times the steps its other cells still need."""
     rows, left, per_step, done = [], {}, {}, 0
     for seed, data, method in cells:
         folder = results / "cells" / cell_name(data, method, seed, iterations)
@@ -76,7 +77,8 @@ def status(cells: list[tuple[int, str, str]], results: Path, iterations: int) ->
         if state == "done":
             done += 1
             r = json.loads((folder / "eval.json").read_text())
-            per_step.setdefault(method, []).append(r["train_seconds"] / max(r["steps"], 1))
+            started = json.loads((folder / "run.json").read_text()).get("created", "") if (folder / "run.json").is_file() else ""
+            per_step.setdefault(method, []).append((started, r["train_seconds"] / max(r["steps"], 1)))
             rows.append(f"{folder.name}: done, KL {r['kl']:.3f} ({r['train_seconds'] / 60:.0f} min)")
             continue
         holder = runs.holder_of(folder)
@@ -85,10 +87,10 @@ def status(cells: list[tuple[int, str, str]], results: Path, iterations: int) ->
         left[method] = left.get(method, 0) + iterations - step
     rows.append(f"{done} of {len(cells)} cells done.")
     for method, steps in left.items():
-        rate = per_step.get(method)
+        rate = [r for _, r in sorted(per_step.get(method, []))[-3:]]
         rows.append(f"{method}: {steps} steps left" + (
-            f", about {steps * statistics.mean(rate) / 3600:.1f} core-hours at its finished cells' "
-            f"{1000 * statistics.mean(rate):.0f} ms per step" if rate else " (no finished cell to time it by)"))
+            f", about {steps * statistics.mean(rate) / 3600:.1f} core-hours at its {len(rate)} latest finished "
+            f"cells' {1000 * statistics.mean(rate):.0f} ms per step" if rate else " (no finished cell to time it by)"))
     return "\n".join(rows)
 
 
