@@ -25,6 +25,7 @@ import tarfile
 import warnings
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -459,23 +460,31 @@ def read_image_tree(entries: list[tuple[str, bytes]], where: str, size: int | No
     from ..progress import bar
     decoding = bar(total=sum(len(v) for g in grouped.values() for v in g.values()), desc=f"decode {Path(where).name}",
                    unit="img", disable=len(entries) < 2000)
-    for split, by_class in grouped.items():
-        imgs, labels = [], []
-        for cls in sorted(by_class):
-            for rel, data in sorted(by_class[cls]):
-                decoding.update(1)
-                arr = decode_image(data, f"{where}/{rel}", size, channels)
-                decoded.take(arr.nbytes, f"the decoded image {rel}")
-                shapes.setdefault(arr.shape, rel)
-                if len(shapes) > 1:
-                    (s1, r1), (s2, r2) = list(shapes.items())[:2]
-                    fix = ("set data.channels to 1 or 3" if s1[:2] == s2[:2] else "set data.image_size to resize them")
-                    raise UserError(f"{where}: images differ in size: {r1} is {s1[1]}x{s1[0]}x{s1[2]}, {r2} is "
-                                    f"{s2[1]}x{s2[0]}x{s2[2]} (width x height x channels); {fix}")
-                imgs.append(arr)
-                labels.append(classes.index(cls))
-        out[split] = np.stack(imgs)
-        out[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
+    # decoded by several threads (Pillow releases the GIL while it decodes and resizes), taken in order
+    jobs = [(split, cls, rel, data) for split, by_class in grouped.items()
+            for cls in sorted(by_class) for rel, data in sorted(by_class[cls])]
+    workers = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="mixvae-decode")
+    try:
+        arrays = pool.map(lambda j: decode_image(j[3], f"{where}/{j[2]}", size, channels), jobs)
+        imgs: dict[str, list] = {}
+        labels: dict[str, list] = {}
+        for (split, cls, rel, _), arr in zip(jobs, arrays):
+            decoding.update(1)
+            decoded.take(arr.nbytes, f"the decoded image {rel}")
+            shapes.setdefault(arr.shape, rel)
+            if len(shapes) > 1:
+                (s1, r1), (s2, r2) = list(shapes.items())[:2]
+                fix = ("set data.channels to 1 or 3" if s1[:2] == s2[:2] else "set data.image_size to resize them")
+                raise UserError(f"{where}: images differ in size: {r1} is {s1[1]}x{s1[0]}x{s1[2]}, {r2} is "
+                                f"{s2[1]}x{s2[0]}x{s2[2]} (width x height x channels); {fix}")
+            imgs.setdefault(split, []).append(arr)
+            labels.setdefault(split, []).append(classes.index(cls))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)     # after a bad image: the rest is not decoded
+    for split in imgs:
+        out[split] = np.stack(imgs[split])
+        out[f"{split}_labels"] = np.asarray(labels[split], dtype=np.int64)
     decoding.close()
     return out
 
