@@ -56,6 +56,9 @@ def test_train_eval_sample_and_resume(tmp_path, capsys):
     for key in ("test_ll", "test_ll_samples", "active_units", "inactive_modes", "components"):
         assert key in result
     assert result["test_ll_samples"] == 30 and result["test_ll"] < 0 and result["components"] == 10
+    kept = json.loads((run / "eval.json").read_text())
+    for key in ("max_usage", "min_usage", "inactive_modes", "active_units"):   # seeded: train and eval agree
+        assert result[key] == kept[key], key
 
     code, out, err = run_cli(["sample", run, "-n", 16, "--out", tmp_path / "s.png"], capsys)
     assert code == 0 and (tmp_path / "s.png").exists()

@@ -478,7 +478,9 @@ def _evaluate(run: Run, ll_samples, split, batch_size, fid_samples, probes, proc
     if len(au) > 1:
         out["active_units_by_level"] = au
     out["latent_dim"] = model.latent_dim
-    usage = mode_usage(model, batches())
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)             # its z ~ q(z|x): the same figures from train and from eval
+        usage = mode_usage(model, batches())
     if usage is not None:
         out.update(components=int(usage["weights"].numel()), inactive_modes=usage["inactive_modes"],
                    inactive_by_weight=usage["inactive_by_weight"],
