@@ -309,6 +309,17 @@ def test_image_folder(tmp_path):
     assert g.shape == (1, 8, 8)
 
 
+def test_image_trees_decoded_by_threads_keep_their_order_and_stop_at_a_bad_image(tmp_path):
+    tree = fakedata.write_image_folder(tmp_path, counts={"train": 60, "test": 3}, classes=("a", "b", "c"), size=5)
+    out = files.read_image_tree(files.image_entries_from_dir(tmp_path), str(tmp_path), None, None)
+    want = np.stack([tree[f"train/{c}/{j:04d}"] for c in "abc" for j in range(60)])
+    np.testing.assert_array_equal(out["train"], want)                         # class by class, file by file
+    assert out["train_labels"].tolist() == [0] * 60 + [1] * 60 + [2] * 60 and len(out["test"]) == 9
+    (tmp_path / "train" / "b" / "0007.png").write_bytes(b"not a picture")
+    with pytest.raises(UserError, match="0007.png"):
+        files.read_image_tree(files.image_entries_from_dir(tmp_path), str(tmp_path), None, None)
+
+
 def test_image_folder_without_split_folders_holds_out_a_seeded_test_part(tmp_path):
     fakedata.write_image_folder(tmp_path, counts={"": 5}, classes=("a", "b", "c"), size=6)
     d = load_dataset("image-folder", path=str(tmp_path), valid_size=3)
