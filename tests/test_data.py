@@ -6,6 +6,7 @@ checks are about the real data sets themselves (sizes, checksums, pixel statisti
 import gzip
 import hashlib
 import io
+import math
 import pickle
 import tarfile
 
@@ -206,6 +207,45 @@ def test_toy_samplers_shapes_and_boxes():
     x = SAMPLERS["8gaussians"](20000, g)
     r = x.norm(dim=1)
     assert abs(r.mean().item() - 2 / 1.414) < 0.01      # all modes at radius 2 / 1.414
+
+
+def _binomial_ok(count, n, p, sigmas=5.0):
+    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p))
+
+
+def test_toy_samplers_follow_their_definitions_statistically():
+    """40 000 seeded draws of each paper set against its definition (ALGORITHMS.md section 2): the
+    mass of each mode within 5 binomial standard deviations, positions and spreads within stated
+    tolerances."""
+    n, g = 40_000, torch.Generator().manual_seed(1)
+    # 8gaussians: 8 equally likely centres at radius 2 (all / 1.414), noise 0.02 / 1.414 per axis
+    x = SAMPLERS["8gaussians"](n, g).double()
+    s = 1 / math.sqrt(2)
+    centres = 2 * torch.tensor([[1, 0], [-1, 0], [0, 1], [0, -1], [s, s], [s, -s], [-s, s], [-s, -s]]).double() / 1.414
+    nearest = torch.cdist(x, centres).argmin(1)
+    assert all(_binomial_ok(int((nearest == k).sum()), n, 1 / 8) for k in range(8))
+    resid = x - centres[nearest]
+    assert abs(resid.std().item() / (0.02 / 1.414) - 1) < 0.03
+    # checkerboard: 2 x 2 cells of [-4, 4]^2; the 8 with (i + j) even hold 1/8 each, the others none
+    x = SAMPLERS["checkerboard"](n, g)
+    i, j = (torch.floor(x[:, 0] / 2) + 2).long(), (torch.floor(x[:, 1] / 2) + 2).long()
+    counts = torch.zeros(4, 4, dtype=torch.long)
+    counts.index_put_((i, j), torch.ones(n, dtype=torch.long), accumulate=True)
+    for a in range(4):
+        for b in range(4):
+            assert _binomial_ok(int(counts[a, b]), n, 1 / 8) if (a + b) % 2 == 0 else counts[a, b] == 0, (a, b)
+    # rings: radii 3 x (1, .75, .5, .25), a quarter each, radial noise 0.08
+    x = SAMPLERS["rings"](n, g).double()
+    r = x.norm(dim=1)
+    radii = torch.tensor([3.0, 2.25, 1.5, 0.75]).double()
+    ring = (r[:, None] - radii).abs().argmin(1)
+    for k in range(4):
+        assert _binomial_ok(int((ring == k).sum()), n, 1 / 4), k
+        dev = r[ring == k] - radii[k]
+        assert abs(dev.mean().item()) < 0.01 and abs(dev.std().item() / 0.08 - 1) < 0.05, k
+    # 2spirals: two arms, each the other's reflection through the origin: mean 0 (4 standard errors)
+    x = SAMPLERS["2spirals"](n, g).double()
+    assert (x.mean(0).abs() < 4 * x.std(0) / math.sqrt(n)).all()
 
 
 def test_idx_reader_and_its_errors(tmp_path):

@@ -113,6 +113,28 @@ def test_discretized_logistic_is_a_probability_mass_and_matches_scipy():
         np.testing.assert_allclose(lp[i].numpy()[ok], want[ok], rtol=1e-3, atol=1e-3)
 
 
+def test_discretized_logistic_keeps_its_accuracy_in_the_far_tails():
+    """Every bin, also those whose mass is e^-90: the float64 reference takes the difference of two
+    CDFs in log space on the side of the mean where it does not cancel."""
+    mean, log_scale = torch.tensor([0.3, 0.001, 0.97]), torch.tensor([-2.5, -4.5, -1.0])
+    values = torch.arange(256) / 255.0
+    lp = DiscretizedLogistic(mean[:, None].expand(3, 256), log_scale[:, None].expand(3, 256), event_dims=0).log_prob(
+        values.expand(3, 256)).double().numpy()
+    loc, s = mean.clamp(1 / 512, 1 - 1 / 512).double().numpy(), log_scale.double().exp().numpy()
+    edges = np.arange(257) / 256.0
+    for i in range(3):
+        lo, hi = edges[:-1], edges[1:]
+        right = lo > loc[i]                       # the whole bin right of the mean: survival functions
+        a, b = stats.logistic.logsf(lo, loc[i], s[i]), stats.logistic.logsf(hi, loc[i], s[i])
+        c, d = stats.logistic.logcdf(hi, loc[i], s[i]), stats.logistic.logcdf(lo, loc[i], s[i])
+        with np.errstate(divide="ignore"):
+            want = np.where(right, a + np.log1p(-np.exp(b - a)), c + np.log1p(-np.exp(d - c)))
+        want[0] = stats.logistic.logcdf(edges[1], loc[i], s[i])          # the edge bins reach -inf / +inf
+        want[-1] = stats.logistic.logsf(edges[-2], loc[i], s[i])
+        assert want.min() < -80 or i != 1                                 # the far tails are in the test
+        np.testing.assert_allclose(lp[i], want, rtol=1e-5, atol=1e-4)
+
+
 def test_bernoulli_log_prob_matches_scipy():
     logits = torch.randn(4, 1, 3, 3)
     x = torch.bernoulli(torch.full((4, 1, 3, 3), 0.5))

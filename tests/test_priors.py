@@ -1,6 +1,7 @@
 """Priors: VampPrior against a naive average of posteriors, MoG, variance clipping."""
 import math
 
+import numpy as np
 import torch
 
 import mixvae
@@ -50,6 +51,18 @@ def test_mog_prior_weights_responsibilities_and_conversion():
     q = MoGPrior.from_mixture(p())
     z = torch.randn(6, 2)
     torch.testing.assert_close(q.log_prob(z), p.log_prob(z))
+
+
+def test_variance_clipping_values_match_the_formula_in_float64():
+    """l - softplus_b(l - hi) + softplus_b(lo - l), b = 10 / (|hi - lo| + 1e-8), written out in numpy."""
+    lo, hi = -2.0, 1.0
+    l = np.array([lo, hi, (lo + hi) / 2, -50.0, 50.0, -2.3, 1.4])
+    b = 10.0 / (abs(hi - lo) + 1e-8)
+    softplus = lambda x: np.logaddexp(0.0, b * x) / b
+    want = l - softplus(l - hi) + softplus(lo - l)
+    got = soft_clip(torch.tensor(l, dtype=torch.float32)[:, None], torch.tensor([lo]), torch.tensor([hi]))[:, 0]
+    # float32: within one rounding of the input itself (l = -50 ends 1 ulp of 50 away from lo)
+    assert (np.abs(got.double().numpy() - want) <= 1.2e-7 * np.maximum(1.0, np.abs(l)) * 2).all()
 
 
 def test_variance_clipping_is_identity_inside_bounded_outside_and_smooth():

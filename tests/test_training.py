@@ -155,6 +155,8 @@ def test_adam_normgrad_normalises_each_gradient():
     # Adam's first step moves by lr * sign; the normalisation shows in the second moment state
     st = opt.state[p]["exp_avg_sq"], opt.state[q]["exp_avg_sq"]
     torch.testing.assert_close(st[0], st[1])
+    # ... and it is the L2 norm (not max, L1 or sign): (1 - beta2) (g / (||g||_2 + 1e-7))^2
+    torch.testing.assert_close(st[0], 0.001 * torch.tensor([0.6, 0.8, 0.0]) ** 2, rtol=1e-5, atol=1e-12)
 
 
 def test_checkpoints_are_atomic_and_fall_back(tmp_path):
