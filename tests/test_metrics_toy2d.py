@@ -190,6 +190,28 @@ def test_gnelbo_and_density_grid_are_finite(prior):
     assert d.shape == (16, 16) and np.isfinite(d).all() and d.sum() == pytest.approx(1.0)
 
 
+def test_gnelbo_and_density_grid_against_the_closed_form_negative_elbo():
+    """With N(0, I) the negative ELBO is closed-form (see above); gnELBO and the density picture are
+    then the formulas of ALGORITHMS.md on the box's grid, written out in float64."""
+    model, (A, a, W, b, logvar) = tiny_vae(StandardNormalPrior(2))
+    A, a, W, b, lv = (t.double() for t in (A, a, W, b, logvar))
+
+    def v(x):                                                   # closed-form negative ELBO, float64
+        mu = x @ A.T + a
+        return ((x - (mu @ W.T + b)) ** 2).sum(1) + 0.5 * (mu ** 2 + lv.exp() - 1 - lv).sum(1)
+
+    box, grid = 2.0, 24
+    axis = torch.linspace(-box, box, grid, dtype=torch.float64)
+    pts = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)   # entry [i, j] at (x_i, y_j)
+    real = SAMPLERS["8gaussians"](300, torch.Generator().manual_seed(0)).double()
+    on_real, on_grid = v(real), v(pts)
+    want = on_real.mean() / (on_grid.sum() + on_real.sum()) * 1e7
+    assert gnelbo(model, real.float(), box, grid=grid, kl_samples=8) == pytest.approx(want.item(), rel=1e-5)
+    dens = torch.exp(-on_grid)
+    np.testing.assert_allclose(density_grid(model, box, grid=grid, kl_samples=8), (dens / dens.sum()).reshape(grid, grid).numpy(),
+                               rtol=1e-4, atol=1e-12)
+
+
 def test_evaluate_2d_small_and_reproducible():
     model, _ = tiny_vae(MoGPrior(2, components=3))
     model.train()
