@@ -6,6 +6,7 @@ exact posterior is N(S W^T (x - b) / s2, S) with S = (I + W^T W / s2)^-1.
 import math
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 from scipy import stats
@@ -98,3 +99,20 @@ def test_chunking_does_not_change_the_estimate():
             w = torch.cat(parts)
             assert w.numel() == s, (chunk, i)
             torch.testing.assert_close(est[i], torch.logsumexp(w, 0) - math.log(s), rtol=0, atol=1e-5)
+
+
+def test_elbo_step_on_the_exact_posterior_is_the_exact_log_likelihood():
+    """With the exact posterior, log p(x|z) + log p(z) - log q(z|x) = log p(x) for every draw z: the
+    ELBO objective's logged rec + kl is -mean log p(x) (scipy), and its loss weighs kl by beta."""
+    from mixvae.objectives.base import StepContext
+    from mixvae.objectives.elbo import ELBO
+    model, x, exact = make(seed=3)
+    objective = ELBO(model)
+    opt = {"model": torch.optim.SGD(model.parameters(), lr=0.0)}      # the step changes nothing
+    torch.manual_seed(0)
+    full = objective.step(x, StepContext(step=0, epoch=0, warmup=1.0, optimizers=opt))
+    assert abs(full["rec"] + full["kl"] + exact.double().mean().item()) < 1e-4 * exact.abs().mean().item()
+    assert full["beta"] == 1.0 and full["loss"] == pytest.approx(full["rec"] + full["kl"], rel=1e-6)
+    warm = objective.step(x, StepContext(step=1, epoch=0, warmup=0.3, optimizers=opt))
+    assert warm["beta"] == 0.3 and warm["loss"] == pytest.approx(warm["rec"] + 0.3 * warm["kl"], rel=1e-6)
+    assert abs(warm["rec"] + warm["kl"] + exact.double().mean().item()) < 1e-4 * exact.abs().mean().item()
