@@ -113,3 +113,27 @@ def test_prior_init_options_of_the_config_take_effect():
     assert set(exact.unique().tolist()) <= {0.0, 1.0}                       # training images as they are
     noisy = mixvae.build("vae", prior="vampprior-data", pseudo_noise=0.1, **kw).prior.pseudo_inputs_raw
     assert 0.05 < (noisy - exact).std().item() < 0.2                        # the same images + N(0, 0.1^2)
+
+
+def test_one_pass_vampprior_encoding_gives_the_log_weights_of_separate_passes():
+    """VAE.log_weights encodes x and the pseudo-inputs in one pass; its KL term is exactly
+    log q(z|x) - log p(z) with p(z) = (1/K) sum_k N(z; encoder(u_k)) written out with scipy."""
+    from scipy import stats
+    from scipy.special import logsumexp
+    x = (torch.rand(6, 1, 5, 5, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    model = mixvae.build("vae", data=x, prior="vampprior", components=4, latent_dim=3, hidden=[16])
+    model.eval()
+    with torch.no_grad():
+        torch.manual_seed(2)
+        log_px, kl = model.log_weights(x, 7)
+        torch.manual_seed(2)
+        q = model.encode(x)
+        z = q.rsample((7,))                                                    # the same draws
+        pk = model.encode(model.prior.pseudo_inputs())                         # (K, D) posteriors at u_k
+    zz = z.double().numpy()                                                    # (S, N, D)
+    comp = np.stack([stats.norm.logpdf(zz, pk.mu[k].double().numpy(), np.exp(0.5 * pk.logvar[k].double().numpy())).sum(-1)
+                     for k in range(4)], -1)                                   # (S, N, K)
+    log_p = logsumexp(comp, axis=-1) - math.log(4)
+    log_q = stats.norm.logpdf(zz, q.mu.double().numpy(), np.exp(0.5 * q.logvar.double().numpy())).sum(-1)
+    np.testing.assert_allclose(kl.double().numpy(), log_q - log_p, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(log_px, model.decode(z).log_prob(x))
