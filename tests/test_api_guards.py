@@ -186,6 +186,9 @@ def test_a_bernoulli_model_scores_binary_examples_only():
         with pytest.raises(UserError, match="Bernoulli likelihood is a distribution of binary values"):
             metric()
     assert mixvae.log_likelihood(model, torch.bernoulli(gray), samples=4, progress=False).shape == (5,)
+    nearly = torch.bernoulli(gray) * 0.99995                       # binary as the data's kind is read (1e-4)
+    assert torch.equal(mixvae.log_likelihood(model, nearly, samples=4, progress=False, seed=1),
+                       mixvae.log_likelihood(model, nearly.round(), samples=4, progress=False, seed=1))
     assert mixvae.reconstruct(model, gray).shape == (5, 1, 4, 4)      # encoding gray examples is fine
 
 
@@ -208,3 +211,9 @@ def test_build_reads_any_number_of_examples_and_names_itself_in_its_errors():
         small(torch.full((20, 1, 4, 4), float("nan")))
     with pytest.raises(UserError, match=r"channels-last images use x.permute\(0, 3, 1, 2\)"):
         small(torch.rand(20, 8, 8, 3).numpy())
+
+
+def test_fit_names_a_section_the_config_does_not_have():
+    x = binary(40, shape=(1, 4, 4))
+    with pytest.raises(UserError, match=r"elbo=\{...\} is not a section of the config; expected one of data, eval"):
+        mixvae.fit(small(x), x, epochs=1, elbo={"beta": 1.0}, progress=False)

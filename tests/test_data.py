@@ -350,8 +350,16 @@ def test_image_folder(tmp_path):
 
 
 def test_image_trees_decoded_by_threads_keep_their_order_and_stop_at_a_bad_image(tmp_path):
+    import warnings
     tree = fakedata.write_image_folder(tmp_path, counts={"train": 60, "test": 3}, classes=("a", "b", "c"), size=5)
-    out = files.read_image_tree(files.image_entries_from_dir(tmp_path), str(tmp_path), None, None)
+    filters = list(warnings.filters)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)                                                     # decoded by two threads
+    try:
+        out = files.read_image_tree(files.image_entries_from_dir(tmp_path), str(tmp_path), None, None)
+    finally:
+        torch.set_num_threads(threads)
+    assert warnings.filters == filters                   # the process's warning filters are left as they were
     want = np.stack([tree[f"train/{c}/{j:04d}"] for c in "abc" for j in range(60)])
     np.testing.assert_array_equal(out["train"], want)                         # class by class, file by file
     assert out["train_labels"].tolist() == [0] * 60 + [1] * 60 + [2] * 60 and len(out["test"]) == 9

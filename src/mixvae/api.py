@@ -112,6 +112,10 @@ def _fit_config(model, objective: Optional[str], seed: Optional[int], options: d
     for k, v in options.items():
         if k in _SECTIONS and isinstance(v, dict):
             spec[k].update(v)
+        elif isinstance(v, dict):
+            raise UserError(f"mixvae.fit: {k}={{...}} is not a section of the config; expected one of "
+                            f"{', '.join(x for x in _SECTIONS if x not in ('train', 'model'))} "
+                            "(train keys go as plain keywords: epochs=3)")
         else:
             spec["train"][k] = v
     return config_from_dict(spec, "mixvae.fit")
@@ -258,12 +262,16 @@ def _examples(model, x, where: str) -> torch.Tensor:
 def _scored(model, t: torch.Tensor, where: str) -> torch.Tensor:
     """``t`` (examples as the model sees them), refused where the model's likelihood gives no density
     of them: a Bernoulli model scores binary values only (the log-likelihood of gray values under it
-    is no log-likelihood of anything)."""
-    if getattr(getattr(model, "likelihood", None), "kind", None) == "bernoulli" and not bool(((t == 0) | (t == 1)).all()):
+    is no log-likelihood of anything); values within 1e-4 of 0 or 1 count as binary, as when the
+    data's kind is read, and are rounded."""
+    if getattr(getattr(model, "likelihood", None), "kind", None) != "bernoulli":
+        return t
+    r = t.round()
+    if not bool((((r == 0) | (r == 1)) & ((t - r).abs() < 1e-4)).all()):
         raise UserError(f"mixvae.{where}: the model's Bernoulli likelihood is a distribution of binary values, but x "
                         "has values between 0 and 1; binarise them first (e.g. torch.bernoulli(x), as for training), "
                         "or build the model on data like x")
-    return t
+    return r
 
 
 def _as_given(model, y: torch.Tensor) -> torch.Tensor:
@@ -295,7 +303,7 @@ def _batches(model, x, batch_size: int, where: str, scored: bool = False):
     _count(batch_size, "batch_size", where)
     t = _examples(model, x, where)
     if scored:
-        _scored(model, t, where)
+        t = _scored(model, t, where)
     return (t[i:i + batch_size] for i in range(0, t.shape[0], batch_size))
 
 

@@ -224,7 +224,7 @@ def _on_main(proc: ProcessInfo, action: Callable[[], None]) -> None:
         except UserError as e:
             problem = str(e)
         except OSError as e:
-            problem = f"cannot write the run folder: {e.strerror} ({e.filename})"
+            problem = f"cannot write the run folder: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
     problem = parallel.broadcast_object(problem)
     if problem:
         raise UserError(problem)

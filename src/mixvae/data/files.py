@@ -25,7 +25,9 @@ import tarfile
 import warnings
 import zipfile
 import zlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -393,25 +395,39 @@ def decode_image(data: bytes, where: str, size: int | None, channels: int | None
     ``safeio.MAX_IMAGE_PIXELS`` before any pixel is decoded. 16-bit gray images are scaled to
     8 bits (value / 257); palette images become RGB, images with alpha lose it; gray modes give
     one channel, others three (``channels`` forces 1 or 3)."""
+    with _pil_warnings():
+        return _decode(data, where, size, channels)
+
+
+@contextmanager
+def _pil_warnings():
+    """Pillow's notes silenced and its decompression-bomb warning an error, inside the block. The
+    warning filters are one list for the whole process: set them in one thread, around all decoding."""
+    from PIL import Image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                      # e.g. PIL's palette-transparency notes
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _decode(data: bytes, where: str, size: int | None, channels: int | None) -> np.ndarray:
+    """:func:`decode_image` without touching the warning filters (safe in worker threads)."""
     from PIL import Image
 
     limit = safeio.MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")                      # e.g. PIL's palette-transparency notes
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > limit or w < 1 or h < 1:
-                raise UserError(f"{where}: its header says {w} x {h} pixels; expected between 1 and {limit} "
-                                "pixels (mixvae.safeio.MAX_IMAGE_PIXELS); not decoding it")
-            img.load()
-            img = _eight_bit(img, where)
-            mode = {1: "L", 3: "RGB"}.get(channels or 0, "L" if img.mode in _GRAY_MODES else "RGB")
-            img = img.convert(mode)
-            if size is not None and img.size != (size, size):
-                img = img.resize((size, size), Image.BICUBIC)
-            arr = np.asarray(img, dtype=np.uint8)
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > limit or w < 1 or h < 1:
+            raise UserError(f"{where}: its header says {w} x {h} pixels; expected between 1 and {limit} "
+                            "pixels (mixvae.safeio.MAX_IMAGE_PIXELS); not decoding it")
+        img.load()
+        img = _eight_bit(img, where)
+        mode = {1: "L", 3: "RGB"}.get(channels or 0, "L" if img.mode in _GRAY_MODES else "RGB")
+        img = img.convert(mode)
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+        arr = np.asarray(img, dtype=np.uint8)
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -460,26 +476,41 @@ def read_image_tree(entries: list[tuple[str, bytes]], where: str, size: int | No
     from ..progress import bar
     decoding = bar(total=sum(len(v) for g in grouped.values() for v in g.values()), desc=f"decode {Path(where).name}",
                    unit="img", disable=len(entries) < 2000)
-    # decoded by several threads (Pillow releases the GIL while it decodes and resizes), taken in order
+    # decoded by several threads (Pillow releases the GIL while it decodes and resizes), taken in
+    # order, at most 2 per thread ahead of the one the budget checks
     jobs = [(split, cls, rel, data) for split, by_class in grouped.items()
             for cls in sorted(by_class) for rel, data in sorted(by_class[cls])]
-    workers = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    import torch
+    workers = max(1, min(8, torch.get_num_threads()))         # as many as torch may use (train.threads)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="mixvae-decode")
+    ahead: deque = deque()
+    todo = iter(jobs)
+
+    def submit_next() -> None:
+        job = next(todo, None)
+        if job is not None:
+            ahead.append((job, pool.submit(_decode, job[3], f"{where}/{job[2]}", size, channels)))
+
+    imgs: dict[str, list] = {}
+    labels: dict[str, list] = {}
     try:
-        arrays = pool.map(lambda j: decode_image(j[3], f"{where}/{j[2]}", size, channels), jobs)
-        imgs: dict[str, list] = {}
-        labels: dict[str, list] = {}
-        for (split, cls, rel, _), arr in zip(jobs, arrays):
-            decoding.update(1)
-            decoded.take(arr.nbytes, f"the decoded image {rel}")
-            shapes.setdefault(arr.shape, rel)
-            if len(shapes) > 1:
-                (s1, r1), (s2, r2) = list(shapes.items())[:2]
-                fix = ("set data.channels to 1 or 3" if s1[:2] == s2[:2] else "set data.image_size to resize them")
-                raise UserError(f"{where}: images differ in size: {r1} is {s1[1]}x{s1[0]}x{s1[2]}, {r2} is "
-                                f"{s2[1]}x{s2[0]}x{s2[2]} (width x height x channels); {fix}")
-            imgs.setdefault(split, []).append(arr)
-            labels.setdefault(split, []).append(classes.index(cls))
+        with _pil_warnings():
+            for _ in range(2 * workers):
+                submit_next()
+            while ahead:
+                (split, cls, rel, _), future = ahead.popleft()
+                arr = future.result()
+                submit_next()
+                decoding.update(1)
+                decoded.take(arr.nbytes, f"the decoded image {rel}")
+                shapes.setdefault(arr.shape, rel)
+                if len(shapes) > 1:
+                    (s1, r1), (s2, r2) = list(shapes.items())[:2]
+                    fix = ("set data.channels to 1 or 3" if s1[:2] == s2[:2] else "set data.image_size to resize them")
+                    raise UserError(f"{where}: images differ in size: {r1} is {s1[1]}x{s1[0]}x{s1[2]}, {r2} is "
+                                    f"{s2[1]}x{s2[0]}x{s2[2]} (width x height x channels); {fix}")
+                imgs.setdefault(split, []).append(arr)
+                labels.setdefault(split, []).append(classes.index(cls))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)     # after a bad image: the rest is not decoded
     for split in imgs:
