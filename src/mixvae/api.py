@@ -299,11 +299,9 @@ def reconstruct(model: LatentVariableModel, x: Data, batch_size: int = 500) -> t
         return torch.cat([_as_given(model, model.reconstruct(b)) for b in _batches(model, x, batch_size, "reconstruct")])
 
 
-def _batches(model, x, batch_size: int, where: str, scored: bool = False):
+def _batches(model, x, batch_size: int, where: str):
     _count(batch_size, "batch_size", where)
     t = _examples(model, x, where)
-    if scored:
-        t = _scored(model, t, where)
     return (t[i:i + batch_size] for i in range(0, t.shape[0], batch_size))
 
 
@@ -334,7 +332,7 @@ def elbo(model: LatentVariableModel, x: Data, batch_size: int = 500, seed: int =
     from .metrics.likelihood import elbo_parts
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return elbo_parts(model, _batches(model, x, batch_size, "elbo", scored=True))
+        return elbo_parts(model, (_scored(model, b, "elbo") for b in _batches(model, x, batch_size, "elbo")))
 
 
 def active_units(model: LatentVariableModel, x: Data, threshold: float = 0.01, batch_size: int = 500) -> dict:

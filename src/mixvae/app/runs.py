@@ -260,7 +260,7 @@ def _train(cfg, out, data_dir, resume, progress, evaluate_after, proc, locks) ->
         summary["processes"] = proc.world
     if evaluate_after:
         parallel.barrier()                            # rank 0 has written the last checkpoint
-        run.weights_file = load_weights(run, out, "best" if run.objective.select_best else "latest")
+        load_weights(run, out, "best" if run.objective.select_best else "latest")
         summary.update(evaluate(run, proc=proc))
 
         def record():
