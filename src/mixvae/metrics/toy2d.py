@@ -21,6 +21,7 @@ import torch
 from scipy.special import xlogy
 
 from ..models import LatentVariableModel
+from ..models.base import evaluating
 from ..distributions import DiagonalGaussian, closed_form_kl, kl_divergence
 
 EPS = 1e-14          # the authors' epsilon, added to the second argument of their KLs
@@ -118,9 +119,7 @@ def neg_elbo(model: LatentVariableModel, x: torch.Tensor, kl_samples: int = 100,
     ``chunk`` point x sample pairs (Monte Carlo) at a time.
     """
     device, dtype = _device_dtype(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         prior = model.prior()                        # components computed once (VampPrior)
         closed_form = closed_form_kl(DiagonalGaussian, prior) is not None
         if closed_form:
@@ -140,8 +139,6 @@ def neg_elbo(model: LatentVariableModel, x: torch.Tensor, kl_samples: int = 100,
             kl = kl_divergence(q, prior, noise=eps)
             out.append((rec + kl).cpu())
         points.close()
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 
@@ -195,15 +192,10 @@ def evaluate_2d(model: LatentVariableModel, sampler: Callable[[int, torch.Genera
     g = torch.Generator().manual_seed(seed)
     real = sampler(n, g)
     real_elbo = sampler(n_elbo, g)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            fake = model.sample(n).cpu()
-            value = gnelbo(model, real_elbo, box, grid, kl_samples)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        fake = model.sample(n).cpu()
+        value = gnelbo(model, real_elbo, box, grid, kl_samples)
     out = histogram_metrics(real, fake, box)
     return {"kl": out["kl"], "jsd": out["jsd"], "kl_mass": out["kl_mass"], "jsd_mass": out["jsd_mass"],
             "gnelbo": value, "n_real": n, "n_fake": n, "n_elbo": n_elbo, "grid": grid,
