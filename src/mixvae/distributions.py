@@ -135,6 +135,13 @@ class DiagonalGaussian(_Plain):
         elem = -0.5 * (LOG_2PI + self.logvar + (x - self.mu) ** 2 * torch.exp(-self.logvar))
         return _sum_event(elem, self.event_dims)
 
+    def log_prob_reparameterized(self, eps: torch.Tensor) -> torch.Tensor:
+        """log q(mu + sigma eps) = -sum_d (log(2 pi) + logvar_d + eps_d^2) / 2, shape (...,): the value of
+        ``log_prob(reparameterize(eps))`` without forming (z - mu) / sigma again (its gradient with
+        respect to mu is exactly 0, as it is in exact arithmetic)."""
+        return _sum_event(-0.5 * (LOG_2PI + self.logvar), self.event_dims) \
+            - 0.5 * _sum_event(eps.to(self.mu.device).square(), self.event_dims)
+
     def entropy(self) -> torch.Tensor:
         """Differential entropy sum_d (log(2 pi) + 1 + logvar_d) / 2 in nats, shape (...,)."""
         return _sum_event(0.5 * (LOG_2PI + 1.0 + self.logvar), self.event_dims)
@@ -520,25 +527,34 @@ class _NativeMixtureLogSumExp(torch.autograd.Function):
     forward and backward (which recomputes the terms). With r_nk = g_n x the responsibilities
     and S_k = sum_n r_nk [z_n - m_k, (z_n - m_k)^2, 1] from the kernel:
     dL/dz_n = -sum_k r_nk (z_n - m_k) / v_k, dL/dm_k = S1_k / v_k, dL/dl_k = (S2_k / v_k - S0_k) / 2,
-    dL/dlog w_k = S0_k."""
+    dL/dlog w_k = S0_k. ``rows_only``: only z will need a gradient; the forward then also computes
+    the responsibilities' part of dL/dz for g = 1 in the same pass, and the backward only scales it."""
 
     @staticmethod
-    def forward(ctx, z, log_weights, means, logvars):
+    def forward(ctx, z, log_weights, means, logvars, rows_only: bool):
         inv_var = torch.exp(-logvars)
         const = _log_weight_and_normaliser(log_weights, logvars)
         half = inv_var * (0.5 * LOG2_E)
-        out = native.mixture_lse_forward(z, means, half, const * LOG2_E)
-        ctx.save_for_backward(z, means, inv_var, half, const, out)
+        ctx.rows_only = rows_only
+        if rows_only:
+            out, w = native.mixture_lse_forward_grad(z, means, half, const * LOG2_E)
+            ctx.save_for_backward(w)
+        else:
+            out = native.mixture_lse_forward(z, means, half, const * LOG2_E)
+            ctx.save_for_backward(z, means, inv_var, half, const, out)
         return out * LN_2
 
     @staticmethod
     @once_differentiable          # the kernel's backward is not itself differentiable
     def backward(ctx, grad):
+        if ctx.rows_only:
+            w, = ctx.saved_tensors
+            return w * grad[:, None].mul(-2 * LN_2), None, None, None, None
         z, means, inv_var, half, const, out = ctx.saved_tensors
         g_z, S = native.mixture_lse_backward(z, means, half, const * LOG2_E, out, grad)
         dim = z.shape[-1]
         s1, s2, s0 = S[:, :dim], S[:, dim:2 * dim], S[:, 2 * dim]
-        return g_z.mul_(-2 * LN_2), s0, s1 * inv_var, 0.5 * (s2 * inv_var - s0[:, None])
+        return g_z.mul_(-2 * LN_2), s0, s1 * inv_var, 0.5 * (s2 * inv_var - s0[:, None]), None
 
 
 def _kernel_serves(z, log_weights, means, logvars) -> bool:
@@ -563,7 +579,9 @@ def _native_mixture_log_prob(z, log_weights, means, logvars, tol: float, block: 
     is every row."""
     if tol < 0 or not _kernel_serves(z, log_weights, means, logvars):
         return None
-    out = _NativeMixtureLogSumExp.apply(z, log_weights, means, logvars)
+    rows_only = torch.is_grad_enabled() and z.requires_grad and not any(
+        t.requires_grad for t in (log_weights, means, logvars))
+    out = _NativeMixtureLogSumExp.apply(z, log_weights, means, logvars, rows_only)
     with torch.no_grad():
         const = _log_weight_and_normaliser(log_weights, logvars)
         redo = (~(_direct_form_error(out, const, z.shape[-1]) <= tol)).nonzero().squeeze(1)
@@ -823,12 +841,16 @@ def kl_divergence(q: Distribution, p: Distribution, samples: int = 1, noise=None
     """KL(q || p) per batch element of q (nats): the registered closed form where there is one, else
     the Monte-Carlo estimate mean_s [log q(z_s) - log p(z_s)] over z_s = q.reparameterize(noise)
     (given noise, e.g. common random numbers shared by every example) or ``samples`` draws
-    z_s ~ q (reparameterised: the estimate has gradients)."""
+    z_s ~ q (reparameterised: the estimate has gradients). log q(z_s) comes from the noise where q
+    offers ``log_prob_reparameterized``."""
     fn = closed_form_kl(q, p)
     if fn is not None:
         return fn(q, p)
+    if noise is None:
+        noise = q.noise((samples,)) if hasattr(q, "noise") else None
     z = q.reparameterize(noise) if noise is not None else q.rsample((samples,))
-    return (q.log_prob(z) - p.log_prob(z)).mean(0)
+    log_q = q.log_prob_reparameterized(noise) if hasattr(q, "log_prob_reparameterized") else q.log_prob(z)
+    return (log_q - p.log_prob(z)).mean(0)
 
 
 @register_kl(DiagonalGaussian, DiagonalGaussian)

@@ -5,6 +5,9 @@
  *     a_nk = c_k - sum_d h_dk (z_nd - m_dk)^2          (the direct form: each term rounds relative
  *                                                       to itself, no cancellation)
  *     forward:   out_n = log2 sum_k 2^(a_nk)           (two passes over k: the maximum, then the sum)
+ *     forward_grad: out_n and, in the same second pass, w_nd = sum_k 2^(a_nk - out_n) h_dk (z_nd - m_dk)
+ *                (n_rows, D): the gradient's part for rows alone, when m, h and c need none (one
+ *                2^x per pair instead of one in the forward and one in the backward)
  *     backward:  r_nk  = g_n 2^(a_nk - out_n)
  *                gz_nd = sum_k r_nk h_dk (z_nd - m_dk)                           (n_rows, D), written
  *                S_k   = sum_n r_nk [(z_nd - m_dk)_d, (z_nd - m_dk)^2_d, 1]      (K, 2D + 1), added to
@@ -89,6 +92,34 @@ void mixture_lse_forward_##D(const float *z, int64_t n_rows, const float *mean, 
                 sum[j] += exp2_flushed(a - top[j]);                                               \
             }                                                                                     \
         for (int j = 0; j < m_; j++) out[i + j] = top[j] + log2f(sum[j]);                         \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+void mixture_lse_forward_grad_##D(const float *z, int64_t n_rows, const float *mean,              \
+                                  const float *h, const float *c, int64_t K, float *out, float *w) { \
+    for (int64_t i = 0; i < n_rows; i += LANES) {                                                 \
+        LOAD_ROWS(D)                                                                              \
+        float top[LANES], sum[LANES], gx[D][LANES];                                               \
+        for (int j = 0; j < LANES; j++) {                                                         \
+            top[j] = -INFINITY; sum[j] = 0.0f;                                                    \
+            for (int d = 0; d < D; d++) gx[d][j] = 0.0f;                                          \
+        }                                                                                         \
+        for (int64_t k = 0; k < K; k++)                                                           \
+            for (int j = 0; j < LANES; j++) {                                                     \
+                TERM(D, a, diff)                                                                  \
+                top[j] = a > top[j] ? a : top[j];                                                 \
+            }                                                                                     \
+        for (int64_t k = 0; k < K; k++)                                                           \
+            for (int j = 0; j < LANES; j++) {                                                     \
+                TERM(D, a, diff)                                                                  \
+                float e = exp2_flushed(a - top[j]);                                               \
+                sum[j] += e;                                                                      \
+                for (int d = 0; d < D; d++) gx[d][j] += e * (h[d * K + k] * diff[d]);             \
+            }                                                                                     \
+        for (int j = 0; j < m_; j++) {                                                            \
+            out[i + j] = top[j] + log2f(sum[j]);                                                  \
+            for (int d = 0; d < D; d++) w[(i + j) * D + d] = gx[d][j] / sum[j];                   \
+        }                                                                                         \
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \

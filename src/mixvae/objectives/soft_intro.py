@@ -16,12 +16,15 @@ KL to a mixture prior is a Monte-Carlo estimate; to a Gaussian prior it is exact
 adversarial phase, an optional plain-VAE warm-up trains b_rec L_r + b_kl KL (no s).
 The mean of exponentials is exp(logsumexp - log n): it never overflows silently (an overflow of
 the mean itself is inf and stops the loop).
+
+"Frozen" players are left out of a step's backward pass (``backward(inputs=...)``), not switched
+off: the decoder does not move before the decoder step, so rec = D(z_r) and (unless the prior
+moves in the encoder step) fake = D(z_psi) are decoded once, with their graphs, for both steps.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -93,19 +96,6 @@ def usage_negative_entropy(component_log_prob: torch.Tensor) -> torch.Tensor:
     neg_ent = (rbar * torch.log(rbar + 1e-8)).sum()
     log_c = math.log(rbar.shape[0])
     return neg_ent / log_c if log_c > 1 else neg_ent
-
-
-@contextmanager
-def frozen(*modules):
-    """Parameters of ``modules`` do not require gradients inside the block."""
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 # ------------------------------------------------------------------------------ the objective
@@ -185,7 +175,8 @@ class SoftIntroVAE(Objective):
 
     def encoder_loss(self, x: torch.Tensor, prior: Distribution, fake: torch.Tensor):
         """L_E. ``prior`` is the prior as the encoder sees it (detached unless it cooperates with the
-        encoder); ``fake`` = D(z) for the iteration's prior batch (no gradient). Returns (loss, z_r, q, metrics)."""
+        encoder); ``fake`` = D(z) for the iteration's prior batch (no gradient). Returns (loss, rec, q,
+        metrics) with rec = D(z_r), z_r ~ q(z|x), whose graph (decoder included) the decoder step reuses."""
         m, c, s = self.model, self.cfg, self.s
         q = m.encode(x)
         z_r = q.rsample()
@@ -208,14 +199,14 @@ class SoftIntroVAE(Objective):
             neg_ent = usage_negative_entropy(prior.component_log_prob(q.rsample((c.resp_samples,))))
             loss = loss + s * c.r_ent * neg_ent
             metrics["neg_entropy"] = neg_ent.item()
-        return loss, z_r, q, metrics
+        return loss, rec, q, metrics
 
-    def decoder_loss(self, x: torch.Tensor, z_r: torch.Tensor, q: DiagonalGaussian, prior: Distribution,
-                     prior_sg: Distribution, z_fake: torch.Tensor):
-        """L_D (with the prior's real-data term when ``prior`` carries gradient). ``z_r`` and ``q`` come
-        from the encoder step (used detached); ``z_fake`` is the prior batch (with gradient if the prior learns)."""
+    def decoder_loss(self, x: torch.Tensor, rec: torch.Tensor, q: DiagonalGaussian, prior: Distribution,
+                     prior_sg: Distribution, fake: torch.Tensor):
+        """L_D (with the prior's real-data term when ``prior`` carries gradient). ``rec`` = D(z_r) and
+        ``q`` come from the encoder step (q used detached); ``fake`` = D(z_psi) for the prior batch
+        z_psi. rec and fake carry the decoder's gradient (fake the prior's too, if it learns)."""
         m, c, s = self.model, self.cfg, self.s
-        rec, fake = m.decode(z_r.detach()).mean, m.decode(z_fake).mean
         q_rec, q_fake = m.encode(rec), m.encode(fake)
         rec_rec = m.decode(q_rec.rsample().detach()).mean
         rec_fake = m.decode(q_fake.rsample().detach()).mean
@@ -235,11 +226,13 @@ class SoftIntroVAE(Objective):
         return loss, metrics
 
     # the step ------------------------------------------------------------------------------
-    def _opt_step(self, ctx: StepContext, names: list[str], loss: torch.Tensor) -> None:
+    def _opt_step(self, ctx: StepContext, names: list[str], loss: torch.Tensor, keep_graph: bool = False) -> None:
+        """Gradients of ``loss`` for the players ``names`` alone (the others are left untouched: frozen
+        for this step), then their updates. ``keep_graph``: the graph stays for a later step's use."""
         opts = [ctx.optimizers[n] for n in names if n in ctx.optimizers]
         for o in opts:
             o.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=[p for o in opts for g in o.param_groups for p in g["params"]], retain_graph=keep_graph)
         for o in opts:
             o.step()
 
@@ -266,20 +259,26 @@ class SoftIntroVAE(Objective):
         with torch.no_grad():
             prior_sg = m.prior()
             draw = prior_sg.noise((x.shape[0],), m.shard)   # one prior draw, reparameterised in both steps
-            fake = m.decode(prior_sg.reparameterize(draw)).mean
         prior_sg = prior_sg.detach()
-        with frozen(m.decoder):
-            prior_e = m.prior() if learns["encoder"] else prior_sg
-            loss_e, z_r, q, metrics = self.encoder_loss(x, prior_e, fake)
-            self._opt_step(ctx, ["encoder"] + (["prior"] if learns["encoder"] else []), loss_e)
+        if learns["encoder"]:         # the prior moves in the encoder step: each step decodes its own fakes
+            with torch.no_grad():
+                fake = m.decode(prior_sg.reparameterize(draw)).mean
+        else:                         # the decoder and prior do not move before the decoder step: one
+            prior_d = m.prior() if learns["decoder"] else prior_sg       # decoding, with its graph, serves both
+            fake_d = m.decode(prior_d.reparameterize(draw)).mean
+            fake = fake_d.detach()
+        prior_e = m.prior() if learns["encoder"] else prior_sg
+        loss_e, rec, q, metrics = self.encoder_loss(x, prior_e, fake)
+        # rec = D(z_r) keeps its graph: the decoder step's gradient to the decoder goes through it again
+        self._opt_step(ctx, ["encoder"] + (["prior"] if learns["encoder"] else []), loss_e, keep_graph=True)
+        del loss_e                    # the rest of the encoder step's graph goes now
         if learns["encoder"]:         # the prior moved in the encoder step: the decoder sees the new one
             with torch.no_grad():
                 prior_sg = m.prior().detach()
-        with frozen(m.encoder):
-            prior_d = m.prior() if learns["decoder"] else prior_sg
-            z_fake = prior_d.reparameterize(draw)
-            loss_d, dmetrics = self.decoder_loss(x, z_r, q, prior_d, prior_sg, z_fake)
-            self._opt_step(ctx, ["decoder"] + (["prior"] if learns["decoder"] else []), loss_d)
+            prior_d = prior_sg
+            fake_d = m.decode(prior_d.reparameterize(draw)).mean
+        loss_d, dmetrics = self.decoder_loss(x, rec, q, prior_d, prior_sg, fake_d)
+        self._opt_step(ctx, ["decoder"] + (["prior"] if learns["decoder"] else []), loss_d)
         return {**metrics, **dmetrics}
 
     @torch.no_grad()
