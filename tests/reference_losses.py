@@ -43,6 +43,19 @@ WORKLOADS = {
         "train": {"objective": "sintro", "max_steps": STEPS, "batch_size": 64, "lr": 2e-4, "warmup_steps": 3,
                   "threads": 1},
         "sintro": {"beta_kl": 0.3, "beta_rec": 0.2, "beta_neg": 0.9, "convert_to_mog_step": 2, "kl_samples": 7}},
+    "sintro-2d-vampprior-with-decoder": {      # the VampPrior learns with the decoder, through the encoder
+        "seed": 7, "data": {"name": "8gaussians", "epoch_size": STEPS},
+        "model": {"arch": "mlp2d", "latent_dim": 2, "hidden": [16, 16], "prior": {"kind": "vampprior", "components": 6}},
+        "train": {"objective": "sintro", "max_steps": STEPS, "batch_size": 64, "lr": 1e-3, "warmup_steps": 2,
+                  "threads": 1},
+        "sintro": {"beta_kl": 0.3, "beta_rec": 0.2, "beta_neg": 0.9, "kl_samples": 7}},
+    "sintro-2d-mog-with-encoder": {
+        "seed": 8, "data": {"name": "8gaussians", "epoch_size": STEPS},
+        "model": {"arch": "mlp2d", "latent_dim": 2, "hidden": [16, 16],
+                  "prior": {"kind": "mog", "components": 5, "learn_weights": True}},
+        "train": {"objective": "sintro", "max_steps": STEPS, "batch_size": 64, "lr": 1e-3, "warmup_steps": 2,
+                  "threads": 1},
+        "sintro": {"beta_kl": 0.3, "beta_rec": 0.2, "beta_neg": 0.9, "kl_samples": 7, "prior_player": "encoder"}},
     "sintro-images-standard": {
         "seed": 5, "data": {"name": "digits"},
         "model": {"arch": "resnet", "latent_dim": 4, "channels": [4, 8]},

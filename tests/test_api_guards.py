@@ -215,15 +215,5 @@ def test_build_reads_any_number_of_examples_and_names_itself_in_its_errors():
 
 def test_fit_names_a_section_the_config_does_not_have():
     x = binary(40, shape=(1, 4, 4))
-    with pytest.raises(UserError, match=r"elbo=\{...\} is not a section of the config; expected one of data, train, eval"):
+    with pytest.raises(UserError, match=r"elbo=\{...\} is not a section of the config; expected one of data, eval"):
         mixvae.fit(small(x), x, epochs=1, elbo={"beta": 1.0}, progress=False)
-
-
-def test_fit_takes_the_train_section_whole_and_refuses_a_model_section():
-    """model and train are fit's first two arguments, by position only, so the section names stay free:
-    train={...} is the train section; model={...} cannot change a built model and says so."""
-    x = binary(40, shape=(1, 4, 4))
-    history = mixvae.fit(small(x), x, train={"max_steps": 2, "batch_size": 8}, progress=False)
-    assert history["steps"] == 2
-    with pytest.raises(UserError, match=r"^mixvae.fit: model=\{...\}: the model is already built"):
-        mixvae.fit(small(x), x, model={"latent_dim": 3}, progress=False)

@@ -294,6 +294,32 @@ def test_overflowing_rows_and_tiny_variances_keep_finite_gradients(kernel_calls,
             torch.testing.assert_close(a, b, equal_nan=True)
 
 
+def test_the_rows_gradient_from_the_forward_pass_is_finite_where_terms_vanish_or_overflow(kernel_calls):
+    """Gradient to z only (a detached mixture): a term that underflows to 0 beside a huge 1/v adds
+    0, not 0 x inf; a row whose terms are all -inf (done again by the PyTorch path) keeps the other
+    rows' gradients finite. As the PyTorch path gives them."""
+    lw = torch.log_softmax(torch.zeros(2), -1)
+    m = torch.tensor([[100.0, 0.0], [0.0, 0.0]])
+    lv = torch.tensor([[0.0, 0.0], [-85.0, 60.0]])
+    z = torch.tensor([[100.0, 0.0], [99.0, 1.0], [1e4, 0.0]])
+
+    def grad():
+        zg = z.clone().requires_grad_()
+        out = mixture_log_prob(zg, lw, m, lv)
+        return torch.autograd.grad(out[:2].sum(), zg)[0]
+
+    fast = grad()
+    assert len(kernel_calls) == 1
+    native.reset()
+    native.unavailable = "compared without it"
+    try:
+        plain = grad()
+    finally:
+        native.reset()
+    assert torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, plain)
+
+
 def test_double_backward_through_the_kernel_is_refused(kernel_calls):
     z, logits, means, logvars, _ = _inputs(50, 4, 2)
     z.requires_grad_()

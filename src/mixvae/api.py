@@ -110,21 +110,18 @@ def _fit_config(model, objective: Optional[str], seed: Optional[int], options: d
     if seed is not None:
         spec["seed"] = seed
     for k, v in options.items():
-        if k == "model":
-            raise UserError("mixvae.fit: model={...}: the model is already built, so its settings cannot change "
-                            "here; give them to mixvae.build (or the model's own constructor)")
         if k in _SECTIONS and isinstance(v, dict):
             spec[k].update(v)
         elif isinstance(v, dict):
             raise UserError(f"mixvae.fit: {k}={{...}} is not a section of the config; expected one of "
-                            f"{', '.join(x for x in _SECTIONS if x != 'model')} "
-                            "(train keys also go as plain keywords: epochs=3)")
+                            f"{', '.join(x for x in _SECTIONS if x not in ('train', 'model'))} "
+                            "(train keys go as plain keywords: epochs=3)")
         else:
             spec["train"][k] = v
     return config_from_dict(spec, "mixvae.fit")
 
 
-def fit(model: LatentVariableModel, train: Data, /, valid: Optional[Data] = None, *, out: Optional[Union[str, Path]] = None,
+def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *, out: Optional[Union[str, Path]] = None,
         objective: Optional[str] = None, seed: Optional[int] = None, steps_per_epoch: Optional[int] = None,
         progress: bool = True, **options) -> dict:
     """Train ``model`` in place with the library's training loop; returns the history.
@@ -133,8 +130,7 @@ def fit(model: LatentVariableModel, train: Data, /, valid: Optional[Data] = None
     unless ``valid`` is given) or an iterable of batches (then ``valid`` examples are required and ``steps_per_epoch``
     if it has no length). ``options``: keys of the config's ``train`` section (``epochs``,
     ``batch_size``, ``lr``, ``optimizer``, ``warmup_epochs``, ``patience``, ``max_steps``, ...), or a
-    whole section as a dict (``sintro={"beta_neg": 256}``, ``train={"epochs": 3}``; ``model`` and
-    ``train`` come first, by position, so these names are free for sections); ``device`` moves the model there first
+    whole section as a dict (``sintro={"beta_neg": 256}``); ``device`` moves the model there first
     (else it trains where its parameters are), and ``threads`` and ``deterministic`` hold while the
     fit runs and are restored afterwards; ``data={...}``: ``scale``, ``binarize``, ``train_subset``,
     ``valid_size``, ``split_seed``. ``objective``: ``elbo`` | ``sintro`` | ``gamix`` (default: the

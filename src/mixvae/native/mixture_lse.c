@@ -7,7 +7,8 @@
  *     forward:   out_n = log2 sum_k 2^(a_nk)           (two passes over k: the maximum, then the sum)
  *     forward_grad: out_n and, in the same second pass, w_nd = sum_k 2^(a_nk - out_n) h_dk (z_nd - m_dk)
  *                (n_rows, D): the gradient's part for rows alone, when m, h and c need none (one
- *                2^x per pair instead of one in the forward and one in the backward)
+ *                2^x per pair instead of one in the forward and one in the backward); 0 for a row
+ *                whose terms are all -inf, so that the caller's zero gradient for it stays 0
  *     backward:  r_nk  = g_n 2^(a_nk - out_n)
  *                gz_nd = sum_k r_nk h_dk (z_nd - m_dk)                           (n_rows, D), written
  *                S_k   = sum_n r_nk [(z_nd - m_dk)_d, (z_nd - m_dk)^2_d, 1]      (K, 2D + 1), added to
@@ -114,11 +115,11 @@ void mixture_lse_forward_grad_##D(const float *z, int64_t n_rows, const float *m
                 TERM(D, a, diff)                                                                  \
                 float e = exp2_flushed(a - top[j]);                                               \
                 sum[j] += e;                                                                      \
-                for (int d = 0; d < D; d++) gx[d][j] += e * (h[d * K + k] * diff[d]);             \
+                for (int d = 0; d < D; d++) gx[d][j] += (e * diff[d]) * h[d * K + k];             \
             }                                                                                     \
         for (int j = 0; j < m_; j++) {                                                            \
             out[i + j] = top[j] + log2f(sum[j]);                                                  \
-            for (int d = 0; d < D; d++) w[(i + j) * D + d] = gx[d][j] / sum[j];                   \
+            for (int d = 0; d < D; d++) w[(i + j) * D + d] = sum[j] > 0.0f ? gx[d][j] / sum[j] : 0.0f; \
         }                                                                                         \
     }                                                                                             \
 }                                                                                                 \

@@ -18,8 +18,9 @@ The mean of exponentials is exp(logsumexp - log n): it never overflows silently 
 the mean itself is inf and stops the loop).
 
 "Frozen" players are left out of a step's backward pass (``backward(inputs=...)``), not switched
-off: the decoder does not move before the decoder step, so rec = D(z_r) and (unless the prior
-moves in the encoder step) fake = D(z_psi) are decoded once, with their graphs, for both steps.
+off: the decoder does not move before the decoder step, so rec = D(z_r) and (where the decoder
+step's prior is the one before the encoder step) fake = D(z_psi) are decoded once, with their
+graphs, for both steps.
 """
 from __future__ import annotations
 
@@ -205,7 +206,9 @@ class SoftIntroVAE(Objective):
                      prior_sg: Distribution, fake: torch.Tensor):
         """L_D (with the prior's real-data term when ``prior`` carries gradient). ``rec`` = D(z_r) and
         ``q`` come from the encoder step (q used detached); ``fake`` = D(z_psi) for the prior batch
-        z_psi. rec and fake carry the decoder's gradient (fake the prior's too, if it learns)."""
+        z_psi. rec and fake carry the decoder's gradient (fake the prior's too, if it learns); rec's
+        graph also reaches the encoder through z_r, which the step's backward leaves out (a plain
+        ``backward()`` of L_D would not)."""
         m, c, s = self.model, self.cfg, self.s
         q_rec, q_fake = m.encode(rec), m.encode(fake)
         rec_rec = m.decode(q_rec.rsample().detach()).mean
@@ -227,12 +230,16 @@ class SoftIntroVAE(Objective):
 
     # the step ------------------------------------------------------------------------------
     def _opt_step(self, ctx: StepContext, names: list[str], loss: torch.Tensor, keep_graph: bool = False) -> None:
-        """Gradients of ``loss`` for the players ``names`` alone (the others are left untouched: frozen
-        for this step), then their updates. ``keep_graph``: the graph stays for a later step's use."""
+        """Gradients of ``loss`` for the players ``names`` alone (``backward(inputs=...)``: the
+        others' parameters get none, they are frozen for this step), then their updates. The
+        optimizers' ``param_groups`` name the parameters. ``keep_graph``: the graph stays for a
+        later step's use."""
         opts = [ctx.optimizers[n] for n in names if n in ctx.optimizers]
+        params = [p for o in opts for g in o.param_groups for p in g["params"] if p.requires_grad]
         for o in opts:
             o.zero_grad(set_to_none=True)
-        loss.backward(inputs=[p for o in opts for g in o.param_groups for p in g["params"]], retain_graph=keep_graph)
+        if params:
+            loss.backward(inputs=params, retain_graph=keep_graph)
         for o in opts:
             o.step()
 
@@ -260,13 +267,18 @@ class SoftIntroVAE(Objective):
             prior_sg = m.prior()
             draw = prior_sg.noise((x.shape[0],), m.shard)   # one prior draw, reparameterised in both steps
         prior_sg = prior_sg.detach()
-        if learns["encoder"]:         # the prior moves in the encoder step: each step decodes its own fakes
-            with torch.no_grad():
-                fake = m.decode(prior_sg.reparameterize(draw)).mean
-        else:                         # the decoder and prior do not move before the decoder step: one
-            prior_d = m.prior() if learns["decoder"] else prior_sg       # decoding, with its graph, serves both
+        # The decoder does not move before the decoder step, so one decoding of the prior batch, with
+        # its graph, serves both steps, unless the decoder step's prior differs from the one now: it
+        # learned in the encoder step, or it learns with the decoder through the encoder (a VampPrior
+        # encodes its pseudo-inputs, and the encoder step changes the encoder).
+        shared = not learns["encoder"] and not (learns["decoder"] and m.prior.encodes_inputs)
+        if shared:
+            prior_d = m.prior() if learns["decoder"] else prior_sg
             fake_d = m.decode(prior_d.reparameterize(draw)).mean
             fake = fake_d.detach()
+        else:
+            with torch.no_grad():
+                fake = m.decode(prior_sg.reparameterize(draw)).mean
         prior_e = m.prior() if learns["encoder"] else prior_sg
         loss_e, rec, q, metrics = self.encoder_loss(x, prior_e, fake)
         # rec = D(z_r) keeps its graph: the decoder step's gradient to the decoder goes through it again
@@ -275,7 +287,8 @@ class SoftIntroVAE(Objective):
         if learns["encoder"]:         # the prior moved in the encoder step: the decoder sees the new one
             with torch.no_grad():
                 prior_sg = m.prior().detach()
-            prior_d = prior_sg
+        if not shared:
+            prior_d = m.prior() if learns["decoder"] else prior_sg
             fake_d = m.decode(prior_d.reparameterize(draw)).mean
         loss_d, dmetrics = self.decoder_loss(x, rec, q, prior_d, prior_sg, fake_d)
         self._opt_step(ctx, ["decoder"] + (["prior"] if learns["decoder"] else []), loss_d)
