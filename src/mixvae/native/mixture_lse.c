@@ -74,6 +74,15 @@ static void flush(float *acc, double *total, int64_t n) {
         a -= h[d * K + k] * (diff[d] * diff[d]);                                                  \
     }
 
+/* top[j] = max_k a_jk of the block's rows, and sum[j] = 0: the forward passes' first pass. */
+#define ROW_MAX(D)                                                                                \
+    for (int j = 0; j < LANES; j++) { top[j] = -INFINITY; sum[j] = 0.0f; }                        \
+    for (int64_t k = 0; k < K; k++)                                                               \
+        for (int j = 0; j < LANES; j++) {                                                         \
+            TERM(D, a, diff)                                                                      \
+            top[j] = a > top[j] ? a : top[j];                                                     \
+        }
+
 /* One forward/backward pair per dimension D, so the loops over dimensions unroll. */
 #define DEFINE_KERNELS(D)                                                                         \
 void mixture_lse_forward_##D(const float *z, int64_t n_rows, const float *mean, const float *h,   \
@@ -81,12 +90,7 @@ void mixture_lse_forward_##D(const float *z, int64_t n_rows, const float *mean, 
     for (int64_t i = 0; i < n_rows; i += LANES) {                                                 \
         LOAD_ROWS(D)                                                                              \
         float top[LANES], sum[LANES];                                                             \
-        for (int j = 0; j < LANES; j++) { top[j] = -INFINITY; sum[j] = 0.0f; }                    \
-        for (int64_t k = 0; k < K; k++)                                                           \
-            for (int j = 0; j < LANES; j++) {                                                     \
-                TERM(D, a, diff)                                                                  \
-                top[j] = a > top[j] ? a : top[j];                                                 \
-            }                                                                                     \
+        ROW_MAX(D)                                                                                \
         for (int64_t k = 0; k < K; k++)                                                           \
             for (int j = 0; j < LANES; j++) {                                                     \
                 TERM(D, a, diff)                                                                  \
@@ -101,15 +105,9 @@ void mixture_lse_forward_grad_##D(const float *z, int64_t n_rows, const float *m
     for (int64_t i = 0; i < n_rows; i += LANES) {                                                 \
         LOAD_ROWS(D)                                                                              \
         float top[LANES], sum[LANES], gx[D][LANES];                                               \
-        for (int j = 0; j < LANES; j++) {                                                         \
-            top[j] = -INFINITY; sum[j] = 0.0f;                                                    \
+        for (int j = 0; j < LANES; j++)                                                           \
             for (int d = 0; d < D; d++) gx[d][j] = 0.0f;                                          \
-        }                                                                                         \
-        for (int64_t k = 0; k < K; k++)                                                           \
-            for (int j = 0; j < LANES; j++) {                                                     \
-                TERM(D, a, diff)                                                                  \
-                top[j] = a > top[j] ? a : top[j];                                                 \
-            }                                                                                     \
+        ROW_MAX(D)                                                                                \
         for (int64_t k = 0; k < K; k++)                                                           \
             for (int j = 0; j < LANES; j++) {                                                     \
                 TERM(D, a, diff)                                                                  \
