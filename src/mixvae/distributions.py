@@ -537,7 +537,7 @@ class _NativeMixtureLogSumExp(torch.autograd.Function):
         half = inv_var * (0.5 * LOG2_E)
         ctx.rows_only = rows_only
         if rows_only:
-            out, w = native.mixture_lse_forward_grad(z, means, half, const * LOG2_E)
+            out, w = native.mixture_lse_forward(z, means, half, const * LOG2_E, with_grad=True)
             ctx.save_for_backward(w)
         else:
             out = native.mixture_lse_forward(z, means, half, const * LOG2_E)

@@ -6,7 +6,7 @@ CPU where its rounding is certified small. Each pass over a block of (row, compo
 in registers instead of several memory-bound PyTorch calls: 2.0x faster forward and backward
 for the 2D protocol's KLs (5.1 against 9.9 ms for 51 200 samples x 64 components, one thread;
 ``benchmarks/native_kernel.py``), 3.3x (2.4 against 8.1 ms) where only the samples need a
-gradient, which :func:`mixture_lse_forward_grad` then gives from the forward pass. Every caller keeps its
+gradient, which :func:`mixture_lse_forward` then also gives (``with_grad``). Every caller keeps its
 PyTorch path, which is used whenever the kernel is not:
 
 - no C compiler (``$CC``, else ``cc``, ``gcc``, ``clang``), or the build fails: the reason is
@@ -205,36 +205,29 @@ def _columns(means, half_precisions, const):
 
 
 def mixture_lse_forward(z: torch.Tensor, means: torch.Tensor, half_precisions: torch.Tensor,
-                        const: torch.Tensor) -> torch.Tensor:
-    """log2 sum_k 2^(c_k - sum_d h_kd (z_nd - m_kd)^2), shape (N,), in bits.
+                        const: torch.Tensor, with_grad: bool = False):
+    """log2 sum_k 2^(a_nk), a_nk = c_k - sum_d h_kd (z_nd - m_kd)^2: shape (N,), in bits.
 
     z (N, D); means, half_precisions h (K, D); const c (K,); float32, finite, h and c in bits
-    (h = log2(e) / (2 v), c = log2 of the weight times the normaliser)."""
+    (h = log2(e) / (2 v), c = log2 of the weight times the normaliser). ``with_grad``: returns
+    (out, w) with, from the same pass, the rows' part of the gradient
+    w_nd = sum_k 2^(a_nk - out_n) h_kd (z_nd - m_kd), (N, D) (:func:`mixture_lse_backward`'s gz for
+    an incoming gradient of 1)."""
     lib, n, dim = library(), z.shape[0], z.shape[1]
     z = z.contiguous()
     m, h, c = _columns(means, half_precisions, const)
     out = z.new_empty(n)
-    fn = getattr(lib, f"mixture_lse_forward_{dim}")
+    if with_grad:
+        w = z.new_empty(n, dim)
+        fn = getattr(lib, f"mixture_lse_forward_grad_{dim}")
+        extra = lambda a: (_ptr(w, a * dim),)    # noqa: E731
+    else:
+        fn = getattr(lib, f"mixture_lse_forward_{dim}")
+        extra = lambda a: ()                     # noqa: E731
     _run([lambda a=a, b=b: fn(_ptr(z, a * dim), b - a, m.data_ptr(), h.data_ptr(), c.data_ptr(), c.shape[0],
-                              _ptr(out, a))
+                              _ptr(out, a), *extra(a))
           for a, b in _chunks(n)])
-    return out
-
-
-def mixture_lse_forward_grad(z: torch.Tensor, means: torch.Tensor, half_precisions: torch.Tensor,
-                             const: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out (N,), w (N, D)): :func:`mixture_lse_forward` and, from the same pass, the rows' part of
-    its gradient w_nd = sum_k 2^(a_nk - out_n) h_kd (z_nd - m_kd) (:func:`mixture_lse_backward`'s gz
-    for an incoming gradient of 1). Inputs as in :func:`mixture_lse_forward`."""
-    lib, n, dim = library(), z.shape[0], z.shape[1]
-    z = z.contiguous()
-    m, h, c = _columns(means, half_precisions, const)
-    out, w = z.new_empty(n), z.new_empty(n, dim)
-    fn = getattr(lib, f"mixture_lse_forward_grad_{dim}")
-    _run([lambda a=a, b=b: fn(_ptr(z, a * dim), b - a, m.data_ptr(), h.data_ptr(), c.data_ptr(), c.shape[0],
-                              _ptr(out, a), _ptr(w, a * dim))
-          for a, b in _chunks(n)])
-    return out, w
+    return (out, w) if with_grad else out
 
 
 def mixture_lse_backward(z, means, half_precisions, const, out, grad) -> tuple[torch.Tensor, torch.Tensor]:
