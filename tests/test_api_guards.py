@@ -217,3 +217,110 @@ def test_fit_names_a_section_the_config_does_not_have():
     x = binary(40, shape=(1, 4, 4))
     with pytest.raises(UserError, match=r"elbo=\{...\} is not a section of the config; expected one of data, eval"):
         mixvae.fit(small(x), x, epochs=1, elbo={"beta": 1.0}, progress=False)
+
+
+def test_uint8_batches_are_read_on_the_scale_of_float_validation_examples(monkeypatch):
+    from mixvae.training.loop import Trainer
+    seen, fit = [], Trainer.fit
+
+    def recording_fit(self):
+        seen.extend(float(b.max()) for b in self.data.train_batches(0, 0, 30))
+        return fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    u8 = torch.randint(0, 256, (90, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    model = mixvae.build("vae", data=u8, latent_dim=2, hidden=[8])
+    mixvae.fit(model, [u8[:30], u8[30:60]], u8[60:].float() / 255, epochs=1, progress=False)
+    assert seen and max(seen) == 1.0          # 0..255 read as k / 255, not as values up to 255
+    with pytest.raises(UserError, match="training batch 0 holds uint8 values up to 255, but the validation examples "
+                                        "are binary"):
+        mixvae.fit(small(binary(60, shape=(1, 4, 4))), [u8[:30]], binary(30, shape=(1, 4, 4)), epochs=1, progress=False)
+
+
+def test_batches_of_another_shape_than_the_validation_examples_get_one_sentence():
+    x = binary()
+    with pytest.raises(UserError, match=r"training batch 1 has examples of shape \(1, 7, 7\), but the validation "
+                                        r"examples have shape \(1, 8, 8\)"):
+        mixvae.fit(small(x), [x[:30], x[30:60, :, :7, :7]], valid=x[90:], epochs=1, progress=False)
+
+
+def test_sample_draws_afresh_without_a_seed_and_repeats_with_one():
+    model = small(binary())
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    a, b = mixvae.sample(model, 4), mixvae.sample(model, 4)
+    assert not torch.equal(a, b) and not torch.equal(torch.random.get_rng_state(), state)
+    state = torch.random.get_rng_state()
+    assert torch.equal(mixvae.sample(model, 4, seed=1), mixvae.sample(model, 4, seed=1))
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_a_fit_uses_its_own_options_not_those_of_an_earlier_fit():
+    x = binary()
+    model = small(x)
+    first = mixvae.fit(model, x, max_steps=2, lr=1e-2, patience=1, progress=False, data={"valid_size": 0.2})
+    assert first["steps"] == 2
+    second = mixvae.fit(model, x, epochs=2, batch_size=54, progress=False)
+    assert second["steps"] == 2 * 2                         # 108 training examples (10% held out) in batches of 54
+    assert model.config.train.lr == mixvae.Config().train.lr and model.config.data.valid_size == 0.1
+    sym = small(torch.rand(60, 1, 4, 4))
+    mixvae.fit(sym, torch.rand(60, 1, 4, 4), max_steps=1, progress=False, data={"scale": "symmetric"})
+    assert sym.config.data.scale == "symmetric"              # the layout the model was trained on stays
+
+
+def test_a_fit_that_fails_gives_the_model_back_as_it_was(unvalidated):   # a NaN reaches the loss, as outside tests
+    from mixvae.errors import TrainingDiverged
+    x = binary()
+    model = small(x)
+    mixvae.fit(model, x, max_steps=2, progress=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TrainingDiverged):
+        mixvae.fit(model, x, lr=1e30, max_steps=5, progress=False)
+    assert not model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert mixvae.fit(model, x, max_steps=2, progress=False)["steps"] == 2     # and trains again
+
+
+def test_a_bernoulli_model_of_gray_data_binarises_them_and_refuses_gray_data_otherwise():
+    gray = torch.rand(60, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    model = small(gray, likelihood="bernoulli")
+    assert model.config.data.binarize == "dynamic"
+    h = mixvae.fit(model, gray, max_steps=2, progress=False)
+    assert h["steps"] == 2 and model.config.data.binarize == "dynamic"
+    with pytest.raises(UserError, match="Bernoulli likelihood is a distribution of binary values, but data.name = "
+                                        "'tensors' has continuous values; set data.binarize = dynamic"):
+        mixvae.fit(small(binary(60, shape=(1, 4, 4))), gray, max_steps=1, progress=False)
+
+
+def test_devices_are_given_as_strings_or_torch_devices_and_bad_ones_get_one_sentence(tmp_path):
+    x = binary()
+    model = small(x)
+    mixvae.fit(model, x, max_steps=1, progress=False, device=torch.device("cpu"), out=tmp_path / "run")
+    assert next(mixvae.load(tmp_path / "run", device="auto").parameters()).device.type == (
+        "cuda" if torch.cuda.is_available() else "cpu")
+    bad = ["tpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for name in bad:
+        with pytest.raises(UserError, match=f"mixvae.load: device = '{name}'"):
+            mixvae.load(tmp_path / "run", device=name)
+
+
+def test_reconstructions_drawn_pixel_by_pixel_are_seeded_and_leave_the_global_state_alone():
+    x = binary(40, shape=(1, 4, 4))
+    model = mixvae.build("pixelhvae", data=x, latent_dim=2)
+    state = torch.random.get_rng_state()
+    a, b = mixvae.reconstruct(model, x[:5]), mixvae.reconstruct(model, x[:5])
+    assert torch.equal(a, b) and torch.equal(torch.random.get_rng_state(), state)
+    assert not torch.equal(a, mixvae.reconstruct(model, x[:5], seed=1))
+
+
+def test_numpy_counts_are_counts_and_images_that_are_not_pictures_get_one_sentence(tmp_path):
+    x = binary(40, shape=(1, 4, 4))
+    model = small(x)
+    assert mixvae.sample(model, np.int64(3)).shape == (3, 1, 4, 4)
+    assert mixvae.log_likelihood(model, x[:2], samples=np.int32(4), progress=False).shape == (2,)
+    with pytest.raises(UserError, match="images of dtype torch.int64; expected floats in"):
+        mixvae.save_images(torch.full((2, 1, 4, 4), 200), tmp_path / "a.png")
+    with pytest.raises(UserError, match="contain NaN"):
+        mixvae.save_images(torch.full((2, 1, 4, 4), float("nan")), tmp_path / "a.png")
+    with pytest.raises(UserError, match="the training batches are empty"):
+        mixvae.fit(model, [], valid=x, epochs=1, progress=False)

@@ -100,6 +100,40 @@ def test_nan_policy_rollback_lowers_lr_and_continues(tmp_path):
     assert events and events[0]["event"] == "rollback"
 
 
+class LateMetric:
+    """Wraps an objective; its step reports ``late`` = the step index from step ``at`` on only."""
+
+    def __init__(self, inner, at):
+        self.inner, self.at = inner, at
+
+    def __getattr__(self, k):
+        return getattr(self.inner, k)
+
+    def step(self, x, ctx):
+        out = self.inner.step(x, ctx)
+        return {**out, "late": float(ctx.step)} if ctx.step >= self.at else out
+
+
+def test_logged_average_of_a_term_counts_the_steps_that_report_it(tmp_path):
+    # a term that appears mid-window (as Soft-IntroVAE's after its warm-up) is averaged over its own steps
+    cfg = tiny(log_every=7)
+    run = runs.prepare(cfg, run_dir=tmp_path)
+    Trainer(cfg, LateMetric(run.objective, 4), run.data, tmp_path, progress=False).fit()
+    first = next(json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+                 if '"late"' in line)
+    assert first["step"] == 7 and first["late"] == pytest.approx((4 + 5 + 6) / 3)
+
+
+def test_rollback_without_a_run_folder_uses_the_state_kept_in_memory():
+    cfg = tiny(nan_policy="rollback", checkpoint_every=4)
+    run = runs.prepare(cfg, run_dir=None)
+    tr = Trainer(cfg, Exploding(run.objective, 10), run.data, None, progress=False)
+    state = tr.fit()
+    assert state.rollbacks == 1 and state.step == tr.total_steps
+    assert tr.optimizers["model"].param_groups[0]["lr"] == pytest.approx(cfg.train.lr * 0.1)
+    assert math.isfinite(float(weights(run).sum()))
+
+
 class ExplodingAt:
     """Wraps an objective; its step returns NaN once at each of the chosen steps."""
 

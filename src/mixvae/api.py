@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import numbers
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -28,9 +30,9 @@ import torch
 
 from .config import Config, PriorConfig, config_from_dict, config_to_dict, load_config, save_config
 from .data import BatchStream, Dataset, from_tensors
-from .data.datasets import _as_split, from_model_range, to_model_range
+from .data.datasets import _as_split, _kind, from_model_range, to_model_range
 from .errors import UserError
-from .factory import build_model, build_objective, check_likelihood, resolve_auto, resolve_device
+from .factory import build_model, build_objective, check_likelihood, likelihood_kind, resolve_auto, resolve_device
 from .models import LatentVariableModel
 from .models.base import evaluating
 from .registry import OBJECTIVES, PRIORS
@@ -92,6 +94,10 @@ def build(arch: str = "vae", *, data, seed: int = 0, prior: Optional[str] = None
             raise UserError(f"mixvae.build: the {cfg.model.prior.kind} prior does not use {k}; it reads "
                             f"{', '.join(reads) or 'no options'}")
     cfg.data.name = ds.name
+    if cfg.data.binarize == "auto" and ds.kind != "binary" and likelihood_kind(cfg, ds) == "bernoulli":
+        cfg.data.binarize = "dynamic"    # a Bernoulli model of gray data sees them binarised, every batch anew
+    if cfg.data.binarize == "dynamic" and ds.kind != "binary":
+        ds = from_tensors(ds.train.get(), ds.valid.get(), dynamic_binarize=True)
     resolve_auto(cfg, ds)
     with torch.random.fork_rng(devices=[]):     # seeded weights; the caller's random state stays as it was
         torch.manual_seed(cfg.seed)
@@ -137,13 +143,22 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     model's config's, ``elbo`` for a model built from an architecture). ``out``: a new run folder to
     write (checkpoints, metrics, pictures).
     At the end the model holds the weights with the best validation loss (likelihood training) or
-    the last ones (adversarial training). Returns ``{"steps", "best_step", "best_valid_loss",
+    the last ones (adversarial training), in eval mode; ``model.config`` stays the model's own (the
+    next fit starts from it, not from this one's options), with the data layout this fit used
+    (``data.scale``, ``data.binarize``). If the fit raises (a diverged loss, bad batches), the model
+    gets back the weights it had before, or the best ones this fit reached (likelihood training),
+    and its train / eval mode; an interrupted fit (KeyboardInterrupt) keeps what it would have at
+    the end. ``nan_policy="rollback"`` works without ``out`` too (the state is kept in memory).
+    uint8 batches of an iterable are read on the ``valid`` examples' scale (0/1 where those are
+    binary floats, 0..255 where they are gray).
+    Returns ``{"steps", "best_step", "best_valid_loss",
     "stop_reason", "seconds", "records"}``: the validation loss is the objective's per-example loss
     (-ELBO in nats for likelihood training); records are the metrics.jsonl lines.
     """
     from .app.runs import RunLock, check_new_run_dir, deterministic_algorithms, picture_run, set_threads
-    from .training.checkpoint import load_checkpoint
     from .training.loop import Trainer
+    if isinstance(options.get("device"), torch.device):
+        options["device"] = str(options["device"])
     cfg = _fit_config(model, objective, seed, options)
     given = options.get("data") if isinstance(options.get("data"), dict) else {}
     for key in given:
@@ -172,8 +187,13 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     else:
         if valid is None:
             raise UserError("fit on an iterable of batches needs valid= examples (a tensor or array)")
-        examples = _as_split(valid, "valid")        # uint8 batches are read as the valid examples are
-        data = BatchStream(train, from_tensors(examples.get(), **layout), steps_per_epoch, examples.max_value)
+        examples = _as_split(valid, "valid")
+        held_out = from_tensors(examples.get(), **layout)
+        # uint8 batches are on the validation examples' scale: theirs if uint8, else 0/1 where they are
+        # binary floats and 0..255 where they are gray
+        uint8_max = (examples.max_value if examples.values.dtype == torch.uint8
+                     else 1.0 if _kind(examples)[0] == "binary" else 255.0)
+        data = BatchStream(train, held_out, steps_per_epoch, uint8_max)
     _check_shape(model, data.shape, "fit", "the data")
     if getattr(model, "likelihood", None) is not None:
         check_likelihood(model.likelihood.kind, data, "mixvae.fit")
@@ -198,6 +218,7 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
                                                       "data_kind": data.kind, "created_by": "mixvae.fit"}, indent=2))
     settings = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled())
+    before, was_training = _snapshot(objective_), model.training     # what a failed fit goes back to
     trainer = None
     try:
         set_threads(cfg)
@@ -208,6 +229,12 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
             trainer = Trainer(cfg, objective_, data, run_dir, device, progress=progress,
                               after_eval=(lambda tr: picture_run(tr, run_dir)) if run_dir is not None else None)
             state = trainer.fit()
+    except BaseException as e:
+        best = _best_state(trainer, run_dir) if trainer is not None and objective_.select_best else None
+        if best is not None or not isinstance(e, KeyboardInterrupt):
+            _restore(objective_, best or before)
+        model.train(was_training)
+        raise
     finally:
         torch.set_num_threads(settings[0])
         torch.use_deterministic_algorithms(settings[1], warn_only=settings[2])
@@ -216,17 +243,41 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
         if lock is not None:
             lock.release()
     if objective_.select_best:
-        best = (load_checkpoint(run_dir / "checkpoints" / "best.pt", fallback=False) if run_dir is not None
-                and (run_dir / "checkpoints" / "best.pt").exists() else trainer.best_state)
+        best = _best_state(trainer, run_dir)
         if best is not None:
-            objective_.load_state_dict(best.get("objective", {}))
-            for k, m in objective_.modules().items():
-                m.load_state_dict(best["modules"][k])
+            _restore(objective_, best)
     model.eval()
-    model.config = cfg
+    # the next fit starts from the model's own config again, not from this one's options; only the
+    # data layout it trained on stays, which sample / reconstruct / log_likelihood need
+    kept = _fit_config(model, None, None, {})
+    kept.data.scale, kept.data.binarize = cfg.data.scale, cfg.data.binarize
+    model.config = kept
     return {"steps": state.step, "best_step": state.best_step, "best_valid_loss": state.best_loss,
             "stop_reason": state.stop_reason or "budget reached", "seconds": round(state.seconds, 1),
             "records": trainer.log.records}
+
+
+def _best_state(trainer, run_dir: Optional[Path]) -> Optional[dict]:
+    """The best weights a fit saved (its run folder's best.pt, or kept in memory), or None."""
+    from .training.checkpoint import load_checkpoint
+    path = run_dir / "checkpoints" / "best.pt" if run_dir is not None else None
+    if path is not None and path.exists():
+        return load_checkpoint(path, fallback=False)
+    return trainer.best_state
+
+
+def _snapshot(objective) -> dict:
+    """A copy of the weights and objective state of ``objective`` (what a checkpoint's 'best' holds)."""
+    return {"modules": {k: copy.deepcopy(m.state_dict()) for k, m in objective.modules().items()},
+            "objective": copy.deepcopy(objective.state_dict())}
+
+
+def _restore(objective, state: dict) -> None:
+    """Load a :func:`_snapshot` or a checkpoint's weights into ``objective``'s modules (its state
+    first: it may rebuild the prior, e.g. a VampPrior converted to a MoG during the fit)."""
+    objective.load_state_dict(state.get("objective", {}))
+    for k, m in objective.modules().items():
+        m.load_state_dict(state["modules"][k])
 
 
 def _symmetric(model) -> bool:
@@ -237,9 +288,9 @@ def _symmetric(model) -> bool:
 
 def _count(value, name: str, where: str) -> int:
     """``value`` if it is a whole number >= 1, else one sentence naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
         raise UserError(f"mixvae.{where}: {name} = {value!r}; expected a whole number >= 1")
-    return value
+    return int(value)
 
 
 def _check_shape(model, shape, where: str, what: str = "x") -> None:
@@ -283,24 +334,37 @@ def sample(model: LatentVariableModel, n: int, seed: Optional[int] = None) -> to
     """n draws z ~ p(z) decoded to the likelihood's mean, (n, *data_shape) on the CPU, on the scale
     the data were given in (images: [0, 1] also for a model that sees [-1, 1], whose
     ``model.sample(n)`` is in [-1, 1]; a Gaussian likelihood's mean is not confined to the data's
-    range). ``seed`` makes the draws repeatable without touching the global random state."""
-    _count(n, "n", "sample")
-    device = next(model.parameters()).device
-    with evaluating(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        if seed is not None:
-            torch.manual_seed(seed)
+    range). Without ``seed`` the draws come from (and advance) torch's global random state, as
+    ``torch.randn`` does; ``seed`` makes them repeatable without touching it."""
+    n = _count(n, "n", "sample")
+    with evaluating(model), _seeded(model, seed):
         return _as_given(model, model.sample(n))
 
 
-def reconstruct(model: LatentVariableModel, x: Data, batch_size: int = 500) -> torch.Tensor:
+def reconstruct(model: LatentVariableModel, x: Data, batch_size: int = 500, seed: int = 0) -> torch.Tensor:
     """x (N, *data_shape), as the data were given, decoded from its posterior mean: the
-    likelihood's mean on the same scale (see :func:`sample`), (N, *data_shape) on the CPU."""
-    with evaluating(model):
+    likelihood's mean on the same scale (see :func:`sample`), (N, *data_shape) on the CPU. Where
+    that mean is itself drawn (PixelHVAE's autoregressive decoder samples pixel by pixel), ``seed``
+    fixes the draws; the global random state is left as it was."""
+    with evaluating(model), _seeded(model, seed):
         return torch.cat([_as_given(model, model.reconstruct(b)) for b in _batches(model, x, batch_size, "reconstruct")])
 
 
+@contextmanager
+def _seeded(model, seed: Optional[int]):
+    """Inside: torch's random state seeded with ``seed``, the caller's restored afterwards (also on
+    the model's GPU); ``seed`` None: the global state itself, used and advanced."""
+    if seed is None:
+        yield
+        return
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def _batches(model, x, batch_size: int, where: str):
-    _count(batch_size, "batch_size", where)
+    batch_size = _count(batch_size, "batch_size", where)
     t = _examples(model, x, where)
     return (t[i:i + batch_size] for i in range(0, t.shape[0], batch_size))
 
@@ -315,8 +379,8 @@ def log_likelihood(model: LatentVariableModel, x: Data, samples: int = 5000, bat
     x only."""
     from .metrics.likelihood import log_likelihood as ll
     from .progress import bar
-    for value, name in ((samples, "samples"), (batch_size, "batch_size"), (chunk, "chunk")):
-        _count(value, name, "log_likelihood")
+    samples, batch_size, chunk = (_count(v, name, "log_likelihood") for v, name in
+                                  ((samples, "samples"), (batch_size, "batch_size"), (chunk, "chunk")))
     t = _scored(model, _examples(model, x, "log_likelihood"), "log_likelihood")
     with torch.random.fork_rng(), bar(total=t.shape[0], desc=f"log-likelihood (S={samples})", unit="img",
                                         disable=not progress) as b:
@@ -348,6 +412,13 @@ def save_images(images: torch.Tensor, path: Union[str, Path], nrow: Optional[int
     [0, 1] are clipped) as one PNG grid of ``nrow`` images per row (default: about square); returns the path."""
     from .app.viz import save_grid
     t = torch.as_tensor(images if isinstance(images, torch.Tensor) else np.asarray(images)).detach().cpu()
+    if t.dtype == torch.bool:
+        t = t.float()
+    elif t.dtype != torch.uint8 and not t.is_floating_point():
+        raise UserError(f"mixvae.save_images: images of dtype {t.dtype}; expected floats in [0, 1] or uint8 "
+                        "(for values 0..255 use images.to(torch.uint8))")
+    elif t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise UserError("mixvae.save_images: the images contain NaN or infinite values")
     t = t.float() / 255.0 if t.dtype == torch.uint8 else t
     t = t.unsqueeze(1) if t.dim() == 3 else t
     if t.dim() != 4 or t.shape[0] == 0 or t.shape[1] not in (1, 3):
@@ -421,7 +492,7 @@ def load_weights(model: LatentVariableModel, path: Union[str, Path]) -> LatentVa
     return model.eval()
 
 
-def load(path: Union[str, Path], device: str = "cpu") -> LatentVariableModel:
+def load(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> LatentVariableModel:
     """The model of a run folder (its config.yaml; the weights that ``mixvae eval`` reads: best for
     likelihood training, latest for adversarial training, else model.safetensors)
     or of a .safetensors file written by ``mixvae export``, in eval mode. No data are needed and no
@@ -459,4 +530,4 @@ def load(path: Union[str, Path], device: str = "cpu") -> LatentVariableModel:
             m.load_state_dict(modules[k])
     except (KeyError, RuntimeError) as e:
         raise UserError(f"{path}: the weights do not fit the model of its config ({str(e).splitlines()[0][:200]})") from None
-    return model.to(device).eval()
+    return model.to(resolve_device(str(device), "mixvae.load: device")).eval()

@@ -43,10 +43,16 @@ def likelihood_kind(cfg: Config, data: Dataset) -> str:
 
 
 def check_likelihood(kind: str, data: Dataset, where: str) -> None:
-    """Refuse a Bernoulli or discretised-logistic likelihood (densities of values in [0, 1]) for
+    """Refuse a Bernoulli likelihood for data that are not binary (nor binarised, ``data.binarize =
+    dynamic``), and a Bernoulli or discretised-logistic likelihood (densities of values in [0, 1]) for
     data the model would see outside [0, 1]: ``data.scale = symmetric``, or vectors beyond it."""
     if kind not in ("bernoulli", "logistic"):
         return
+    if kind == "bernoulli" and data.kind != "binary":
+        raise UserError(f"{where}: the Bernoulli likelihood is a distribution of binary values, but data.name = "
+                        f"{data.name!r} has {data.kind} values; set data.binarize = dynamic (re-binarised every batch, "
+                        "as the VampPrior paper does), binarise the data, or choose a likelihood of such values "
+                        "(model.likelihood = auto)")
     expected = "expected a Gaussian likelihood (model.likelihood = gaussian or gaussian-learned)"
     if data.symmetric:
         raise UserError(f"{where}: data.scale = 'symmetric' hands the model values in [-1, 1], but the {kind} "
@@ -114,13 +120,21 @@ def build_objective(cfg: Config, model: LatentVariableModel):
     return entry.build.from_config(cfg, model)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``train.device`` as a torch device: 'auto' is CUDA where available, else the CPU."""
+def resolve_device(name: str, where: str = "train.device") -> torch.device:
+    """A device setting (``where`` names it in errors) as a torch device: 'auto' is CUDA where
+    available, else the CPU; a device this machine lacks is refused in one sentence."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device = {name!r} but this machine has no CUDA device; use 'cpu' or 'auto'")
+        raise UserError(f"{where} = {name!r} but this machine has no CUDA device; use 'cpu' or 'auto'")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"train.device = {name!r} is not a device; expected cpu, cuda, cuda:N or auto") from None
+        device = None
+    mps = device is not None and device.type == "mps" and torch.backends.mps.is_available()   # untested here
+    if device is None or device.type not in ("cpu", "cuda") and not mps:
+        raise UserError(f"{where} = {name!r} is not a device mixvae can run on here; expected cpu, cuda, cuda:N "
+                        "or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"{where} = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device

@@ -610,10 +610,23 @@ class BatchStream(Dataset):
                          symmetric=valid.symmetric, levels=valid.levels)
         if steps_per_epoch is None and not hasattr(source, "__len__"):
             raise UserError("the training batches have no length; give steps_per_epoch")
+        if (steps_per_epoch if steps_per_epoch is not None else len(source)) < 1:
+            raise UserError("the training batches are empty; expected at least one batch per epoch")
         self.source, self._steps, self.uint8_max = source, steps_per_epoch, uint8_max   # uint8 batches: value / uint8_max
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self._steps if self._steps is not None else len(self.source)
+
+    def _batch(self, b, where: str) -> torch.Tensor:
+        """One batch as floats, checked against the validation examples' shape and kind."""
+        split = _as_split(b, where, self.uint8_max)
+        if split.values.dtype == torch.uint8 and self.uint8_max == 1.0 and int(split.values.max()) > 1:
+            raise UserError(f"{where} holds uint8 values up to {int(split.values.max())}, but the validation examples "
+                            "are binary (0/1); give both on one scale")
+        if tuple(split.values.shape[1:]) != tuple(self.shape):
+            raise UserError(f"{where} has examples of shape {tuple(split.values.shape[1:])}, but the validation "
+                            f"examples have shape {tuple(self.shape)}")
+        return split.get()
 
     def train_batches(self, seed: int, epoch: int, batch_size: int, start: int = 0,
                       rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
@@ -624,7 +637,7 @@ class BatchStream(Dataset):
             seen = i + 1
             if i < start:
                 continue
-            x = _as_split(b[0] if isinstance(b, (tuple, list)) else b, f"training batch {i}", self.uint8_max).get()
+            x = self._batch(b[0] if isinstance(b, (tuple, list)) else b, f"training batch {i}")
             yield self.scale(x).chunk(world)[rank] if world > 1 else self.scale(x)
         if seen < steps:
             raise UserError(f"the training batches ran out after {seen} of the {steps} batches of epoch {epoch + 1}; "

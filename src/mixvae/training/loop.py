@@ -77,6 +77,7 @@ class Trainer:
         self.ckpt_dir = run_dir / "checkpoints" if is_main else None
         self._saved: dict[str, int] = {}   # checkpoint name -> step it was last written at
         self.best_state: Optional[dict] = None   # the best weights when there is no run folder
+        self.latest_state: Optional[dict] = None   # ... and the latest state, for a rollback
 
     # ------------------------------------------------------------------ players and schedule
     def _build_player(self, name: str) -> None:
@@ -147,8 +148,11 @@ class Trainer:
             if name == "best":
                 state = weights_only(state)
             save_checkpoint(state, self.ckpt_dir / f"{name}.pt")
-        elif name == "best" and self.run_dir is None:   # no run folder: keep the best weights in memory
-            self.best_state = weights_only(copy.deepcopy(self.checkpoint_state()))
+        elif self.run_dir is None:   # no run folder: the best weights, and what a rollback needs, in memory
+            if name == "best":
+                self.best_state = weights_only(copy.deepcopy(self.checkpoint_state()))
+            elif self.cfg.train.nan_policy == "rollback":
+                self.latest_state = copy.deepcopy(self.checkpoint_state())
         self._saved[name] = self.state.step
 
     def restore(self, state: dict, where: Optional[str] = None) -> None:
@@ -244,18 +248,18 @@ class Trainer:
         return None
 
     def _rollback(self, message: str) -> None:
-        """Reload the last good checkpoint and set every learning rate to 0.1 ** rollbacks times its
+        """Reload the last good checkpoint (kept in memory without a run folder) and set every learning rate to 0.1 ** rollbacks times its
         scheduled value: the group's initial rate times lr_gamma for each milestone passed by the
         restored step. The rate is set, not scaled: a checkpoint written after an earlier rollback
         already holds a reduced rate, and scaling it again would compound the reductions beyond the
         factor logged (``lr_factor``)."""
         path = self.run_dir / "checkpoints" / "latest.pt" if self.run_dir else None
-        if path is None or not path.exists():
+        if path is None and self.latest_state is None or path is not None and not path.exists():
             raise TrainingDiverged(message + "; no checkpoint to roll back to")
         rollbacks = self.state.rollbacks + 1
         if rollbacks > 5:
             raise TrainingDiverged(message + f"; still diverging after {rollbacks - 1} rollbacks")
-        self.restore(load_checkpoint(path))
+        self.restore(load_checkpoint(path) if path is not None else copy.deepcopy(self.latest_state))
         self.state.rollbacks = rollbacks
         for name, o in self.optimizers.items():
             base = self.objective.player_lr(name) or self.cfg.train.lr
@@ -273,8 +277,8 @@ class Trainer:
             self.save("latest")   # the step-0 state: a run killed before its first step resumes from it
         bar = progress.bar(total=self.total_steps, initial=s.step, desc="train", unit="step",
                            disable=not self.progress or self.rank > 0)
-        running: dict[str, float] = {}
-        count, started = 0, time.perf_counter()
+        running: dict[str, list[float]] = {}   # name -> [sum, steps that reported it] since the last record
+        started = time.perf_counter()
         while s.step < self.total_steps and not s.stop_reason:
             epoch, start = divmod(s.step, self.steps_per_epoch)
             rolled_back = False
@@ -300,13 +304,13 @@ class Trainer:
                 for sch in self.schedulers.values():
                     sch.step()
                 s.step += 1
-                for k, v in metrics.items():
-                    running[k] = running.get(k, 0.0) + float(v)
-                count += 1
+                for k, v in metrics.items():   # a term may exist in some steps only (e.g. after a warm-up)
+                    acc = running.setdefault(k, [0.0, 0])
+                    acc[0], acc[1] = acc[0] + float(v), acc[1] + 1
                 now = time.perf_counter()
                 s.seconds, started = s.seconds + (now - started), now
                 if s.step % t.log_every == 0 or s.step == self.total_steps:
-                    avg = {k: v / count for k, v in running.items()}
+                    avg = {k: total / n for k, (total, n) in running.items()}
                     if self.world > 1:   # averaged over processes (each saw its share of the batch)
                         vec = parallel.global_mean(torch.tensor(list(avg.values()), dtype=torch.float64))
                         avg = dict(zip(avg, vec.tolist()))
@@ -314,7 +318,7 @@ class Trainer:
                     self.log.write({"step": s.step, "epoch": epoch + 1, "split": "train", **avg,
                                     "lr": lr, "time": round(s.seconds, 2)})
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(avg.items())[:4]})
-                    running, count = {}, 0
+                    running = {}
                 bar.update(1)
                 if s.step % t.checkpoint_every == 0:
                     self.save("latest")
