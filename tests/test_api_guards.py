@@ -324,3 +324,67 @@ def test_numpy_counts_are_counts_and_images_that_are_not_pictures_get_one_senten
         mixvae.save_images(torch.full((2, 1, 4, 4), float("nan")), tmp_path / "a.png")
     with pytest.raises(UserError, match="the training batches are empty"):
         mixvae.fit(model, [], valid=x, epochs=1, progress=False)
+
+
+def _recorded_batches(monkeypatch):
+    from mixvae.training.loop import Trainer
+    seen, fit = [], Trainer.fit
+
+    def recording_fit(self):
+        seen.extend(next(iter([list(self.data.train_batches(0, 0, 30))])))
+        return fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    return seen
+
+
+def test_batches_of_an_iterable_are_binarised_or_checked_as_the_validation_examples_are(monkeypatch):
+    seen = _recorded_batches(monkeypatch)
+    gray = torch.rand(90, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    model = small(gray, likelihood="bernoulli")                         # data.binarize: dynamic
+    mixvae.fit(model, [gray[:30], gray[30:60]], valid=gray[60:], max_steps=1, progress=False)
+    assert len(seen) == 2 and all(bool(((b == 0) | (b == 1)).all()) for b in seen)
+    seen.clear()
+    mixvae.fit(small(gray), [gray[:30] > 0.5], valid=gray[60:], max_steps=1, progress=False)
+    assert seen[0].max() == 1.0                                          # bool batches are 0/1, not k / 255
+    with pytest.raises(UserError, match="training batch 0 holds uint8 values 0 and 1 only"):
+        mixvae.fit(small(gray), [(gray[:30] > 0.5).to(torch.uint8)], valid=gray[60:], max_steps=1, progress=False)
+    bits = binary(60, shape=(1, 4, 4))
+    with pytest.raises(UserError, match="training batch 0 has values between 0 and 1, but the validation examples "
+                                        "are binary"):
+        mixvae.fit(small(bits), [gray[:30]], valid=bits, max_steps=1, progress=False)
+    ds = mixvae.from_tensors(gray)
+    with pytest.raises(UserError, match="the Dataset given does not"):
+        mixvae.fit(model, ds, max_steps=1, progress=False)
+
+
+def test_a_fit_that_fails_after_reaching_best_weights_or_is_interrupted_ends_as_a_finished_fit(monkeypatch):
+    from mixvae.objectives.elbo import ELBO
+    step, at = ELBO.step, {}
+
+    def failing(self, x, ctx):
+        if ctx.step == at["step"]:
+            raise at["error"]
+        return step(self, x, ctx)
+
+    monkeypatch.setattr(ELBO, "step", failing)
+    x = torch.rand(100, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    for error in (RuntimeError("boom"), KeyboardInterrupt()):
+        at.update(step=7, error=error)
+        model = small(x)
+        model.train()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(type(error)):     # 3 steps per epoch: best weights after epochs 1 and 2
+            mixvae.fit(model, x, batch_size=30, epochs=5, progress=False, data={"scale": "symmetric"})
+        assert not model.training and model.config.data.scale == "symmetric"
+        assert any(not torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_run_trained_before_the_bernoulli_check_still_loads(tmp_path):
+    import json
+    bits = binary(60, shape=(1, 4, 4))
+    mixvae.fit(small(bits), bits, max_steps=1, progress=False, out=tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    info["data"]["kind"] = info["data_kind"] = "continuous"             # as a Bernoulli model fit on gray data
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+    assert mixvae.load(tmp_path / "run").likelihood.kind == "bernoulli"

@@ -30,9 +30,10 @@ import torch
 
 from .config import Config, PriorConfig, config_from_dict, config_to_dict, load_config, save_config
 from .data import BatchStream, Dataset, from_tensors
-from .data.datasets import _as_split, _kind, from_model_range, to_model_range
+from .data.datasets import _as_split, from_model_range, to_model_range
 from .errors import UserError
-from .factory import build_model, build_objective, check_likelihood, likelihood_kind, resolve_auto, resolve_device
+from .factory import (build_model, build_objective, check_likelihood, check_training_data, likelihood_kind,
+                      resolve_auto, resolve_device)
 from .models import LatentVariableModel
 from .models.base import evaluating
 from .registry import OBJECTIVES, PRIORS
@@ -146,9 +147,9 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     the last ones (adversarial training), in eval mode; ``model.config`` stays the model's own (the
     next fit starts from it, not from this one's options), with the data layout this fit used
     (``data.scale``, ``data.binarize``). If the fit raises (a diverged loss, bad batches), the model
-    gets back the weights it had before, or the best ones this fit reached (likelihood training),
-    and its train / eval mode; an interrupted fit (KeyboardInterrupt) keeps what it would have at
-    the end. ``nan_policy="rollback"`` works without ``out`` too (the state is kept in memory).
+    ends as a finished fit would where this fit reached best weights (likelihood training), and
+    otherwise gets back the weights and the train / eval mode it had before; an interrupted fit
+    (KeyboardInterrupt) ends as a finished fit would. ``nan_policy="rollback"`` works without ``out`` too (the state is kept in memory).
     uint8 batches of an iterable are read on the ``valid`` examples' scale (0/1 where those are
     binary floats, 0..255 where they are gray).
     Returns ``{"steps", "best_step", "best_valid_loss",
@@ -188,15 +189,16 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
         if valid is None:
             raise UserError("fit on an iterable of batches needs valid= examples (a tensor or array)")
         examples = _as_split(valid, "valid")
-        held_out = from_tensors(examples.get(), **layout)
-        # uint8 batches are on the validation examples' scale: theirs if uint8, else 0/1 where they are
-        # binary floats and 0..255 where they are gray
-        uint8_max = (examples.max_value if examples.values.dtype == torch.uint8
-                     else 1.0 if _kind(examples)[0] == "binary" else 255.0)
-        data = BatchStream(train, held_out, steps_per_epoch, uint8_max)
+        held_out = from_tensors(examples.get(), examples.get(), **layout)    # every example validates
+        data = BatchStream(train, held_out, steps_per_epoch,     # uint8 batches on uint8 examples' scale
+                           examples.max_value if examples.values.dtype == torch.uint8 else None)
     _check_shape(model, data.shape, "fit", "the data")
+    if isinstance(train, Dataset) and cfg.data.binarize == "dynamic" and not train.dynamic_binarize:
+        raise UserError("mixvae.fit: the model's config binarises its data every batch (data.binarize = dynamic), "
+                        "but the Dataset given does not; build it with from_tensors(..., dynamic_binarize=True)")
     if getattr(model, "likelihood", None) is not None:
         check_likelihood(model.likelihood.kind, data, "mixvae.fit")
+        check_training_data(model.likelihood.kind, data, "mixvae.fit")
     if "device" in options:
         model.to(resolve_device(cfg.train.device))
     device = next(model.parameters()).device
@@ -231,9 +233,13 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
             state = trainer.fit()
     except BaseException as e:
         best = _best_state(trainer, run_dir) if trainer is not None and objective_.select_best else None
-        if best is not None or not isinstance(e, KeyboardInterrupt):
-            _restore(objective_, best or before)
-        model.train(was_training)
+        if best is None and not isinstance(e, KeyboardInterrupt):    # nothing of this fit worth keeping
+            _restore(objective_, before)
+            model.train(was_training)
+        else:                                                        # ends as a finished fit would
+            if best is not None:
+                _restore(objective_, best)
+            _finished(model, cfg)
         raise
     finally:
         torch.set_num_threads(settings[0])
@@ -246,15 +252,20 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
         best = _best_state(trainer, run_dir)
         if best is not None:
             _restore(objective_, best)
-    model.eval()
-    # the next fit starts from the model's own config again, not from this one's options; only the
-    # data layout it trained on stays, which sample / reconstruct / log_likelihood need
-    kept = _fit_config(model, None, None, {})
-    kept.data.scale, kept.data.binarize = cfg.data.scale, cfg.data.binarize
-    model.config = kept
+    _finished(model, cfg)
     return {"steps": state.step, "best_step": state.best_step, "best_valid_loss": state.best_loss,
             "stop_reason": state.stop_reason or "budget reached", "seconds": round(state.seconds, 1),
             "records": trainer.log.records}
+
+
+def _finished(model, cfg: Config) -> None:
+    """The model after a fit with config ``cfg``: in eval mode, its config its own again (the next
+    fit starts from it, not from this one's options) but for the data layout it trained on, which
+    sample / reconstruct / log_likelihood need."""
+    model.eval()
+    kept = _fit_config(model, None, None, {})
+    kept.data.scale, kept.data.binarize = cfg.data.scale, cfg.data.binarize
+    model.config = kept
 
 
 def _best_state(trainer, run_dir: Optional[Path]) -> Optional[dict]:

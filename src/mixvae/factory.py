@@ -43,16 +43,10 @@ def likelihood_kind(cfg: Config, data: Dataset) -> str:
 
 
 def check_likelihood(kind: str, data: Dataset, where: str) -> None:
-    """Refuse a Bernoulli likelihood for data that are not binary (nor binarised, ``data.binarize =
-    dynamic``), and a Bernoulli or discretised-logistic likelihood (densities of values in [0, 1]) for
+    """Refuse a Bernoulli or discretised-logistic likelihood (densities of values in [0, 1]) for
     data the model would see outside [0, 1]: ``data.scale = symmetric``, or vectors beyond it."""
     if kind not in ("bernoulli", "logistic"):
         return
-    if kind == "bernoulli" and data.kind != "binary":
-        raise UserError(f"{where}: the Bernoulli likelihood is a distribution of binary values, but data.name = "
-                        f"{data.name!r} has {data.kind} values; set data.binarize = dynamic (re-binarised every batch, "
-                        "as the VampPrior paper does), binarise the data, or choose a likelihood of such values "
-                        "(model.likelihood = auto)")
     expected = "expected a Gaussian likelihood (model.likelihood = gaussian or gaussian-learned)"
     if data.symmetric:
         raise UserError(f"{where}: data.scale = 'symmetric' hands the model values in [-1, 1], but the {kind} "
@@ -65,6 +59,17 @@ def check_likelihood(kind: str, data: Dataset, where: str) -> None:
     if lo < 0 or hi > 1:
         raise UserError(f"{where}: the {kind} likelihood is a density of values in [0, 1], but data.name = "
                         f"{data.name!r} has values in [{lo:.3g}, {hi:.3g}]; {expected}")
+
+
+def check_training_data(kind: str, data: Dataset, where: str) -> None:
+    """Refuse to train a Bernoulli likelihood on data that are neither binary nor binarised
+    (``data.binarize = dynamic``): its loss would be no log-likelihood of anything. (Models that
+    were trained so before this check still load and evaluate.)"""
+    if kind == "bernoulli" and data.kind != "binary":
+        raise UserError(f"{where}: the Bernoulli likelihood is a distribution of binary values, but data.name = "
+                        f"{data.name!r} has {data.kind} values; set data.binarize = dynamic (re-binarised every batch, "
+                        "as the VampPrior paper does), binarise the data, or choose a likelihood of such values "
+                        "(model.likelihood = auto)")
 
 
 def build_prior(cfg: Config, data: Dataset, latent_dim: int) -> Prior:

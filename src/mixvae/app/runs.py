@@ -26,7 +26,7 @@ from ..config import Config, config_to_dict, load_config, save_config
 from ..data import Dataset, resolve_data_dir
 from .. import safeio
 from ..errors import UserError
-from ..factory import build_data, build_model, build_objective, resolve_auto, resolve_device
+from ..factory import build_data, build_model, build_objective, check_training_data, resolve_auto, resolve_device
 from ..metrics.latent import active_units, mode_usage, posterior_mean_variance
 from ..metrics.likelihood import bits_per_dim, elbo_parts, log_likelihood
 from ..metrics.reconstruction import latent_statistics, reconstruction_report
@@ -238,6 +238,7 @@ def _train(cfg, out, data_dir, resume, progress, evaluate_after, proc, locks) ->
         _on_main(proc, lambda: check_new_run_dir(out))   # before the (slow) data loading
     run = prepare(cfg, data_dir, out)
     if not resume:
+        check_training_data(cfg.model.likelihood, run.data, "model.likelihood")
         _on_main(proc, lambda: locks.append(create_run_dir(run, out, data_dir)))
     trainer = None
     try:

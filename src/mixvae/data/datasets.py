@@ -543,11 +543,12 @@ def from_model_range(x: torch.Tensor, symmetric: bool) -> torch.Tensor:
 
 def _as_split(data, where: str, uint8_max: Optional[float] = None) -> Split:
     """A tensor or array of examples -> a Split: images (N, C, H, W) with C in {1, 3} or (N, H, W),
-    vectors (N, D); uint8 or floats (in [0, 1] for images). uint8 values are read as value /
+    vectors (N, D); bool, uint8 or floats (in [0, 1] for images). uint8 values are read as value /
     ``uint8_max``: for a part of a data set, its training examples' (a batch of dark 8-bit images
-    is not binary); else 0/1 when every value is, and 0..255 otherwise."""
+    is not binary); else 0/1 when every value is, and 0..255 otherwise. bool values are 0/1."""
     t = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data).detach().cpu()
-    if t.dtype == torch.bool:
+    is_bool = t.dtype == torch.bool          # 0/1 whatever the scale of uint8 values
+    if is_bool:
         t = t.to(torch.uint8)
     if t.dim() == 3:
         t = t.unsqueeze(1)
@@ -557,7 +558,7 @@ def _as_split(data, where: str, uint8_max: Optional[float] = None) -> Split:
                         "or N x D with N > 0" + ("; for channels-last images use x.permute(0, 3, 1, 2) "
                                                  "(numpy: x.transpose(0, 3, 1, 2))" if last else ""))
     if t.dtype == torch.uint8:
-        return Split(t.contiguous(), uint8_max or (1.0 if int(t.max()) <= 1 else 255.0))
+        return Split(t.contiguous(), 1.0 if is_bool else uint8_max or (1.0 if int(t.max()) <= 1 else 255.0))
     if not t.dtype.is_floating_point:
         raise UserError(f"{where} has dtype {t.dtype}; expected uint8, bool or floats")
     t = t.float().contiguous()
@@ -601,13 +602,21 @@ def from_tensors(train, valid=None, test=None, *, name: str = "tensors", valid_s
 class BatchStream(Dataset):
     """Training batches from any re-iterable source (a DataLoader, a list of tensors, a generator
     factory): each epoch iterates ``source`` once; a batch may be a tensor or a tuple whose first
-    item is the examples. Validation and test examples are in memory (``valid``). The batch size is
-    the source's; a resumed epoch skips the batches already seen (exact only if the source yields
-    the same batches again)."""
+    item is the examples. Validation and test examples are in memory (``valid``), whose shape and
+    kind every batch must have (re-binarised every batch where ``valid.dynamic_binarize``). uint8
+    batches are read as value / ``uint8_max``, the scale of uint8 validation examples; None: the
+    validation examples were floats (see ``__init__``). The batch size is the source's; a resumed epoch skips
+    the batches already seen (exact only if the source yields the same batches again)."""
 
-    def __init__(self, source, valid: Dataset, steps_per_epoch: Optional[int] = None, uint8_max: float = 255.0):
+    def __init__(self, source, valid: Dataset, steps_per_epoch: Optional[int] = None,
+                 uint8_max: Optional[float] = None):
         super().__init__(valid.name, valid.kind, valid.train, valid.valid, valid.test,
-                         symmetric=valid.symmetric, levels=valid.levels)
+                         dynamic_binarize=valid.dynamic_binarize, symmetric=valid.symmetric, levels=valid.levels)
+        # uint8 examples given for validation set the scale of uint8 batches; beside float ones,
+        # uint8 batches are 0/1 where those are binary and 0..255 where not (0/1-only ones are refused)
+        self.floats_given = uint8_max is None
+        if uint8_max is None:
+            uint8_max = 1.0 if valid.kind == "binary" and not valid.dynamic_binarize else 255.0
         if steps_per_epoch is None and not hasattr(source, "__len__"):
             raise UserError("the training batches have no length; give steps_per_epoch")
         if (steps_per_epoch if steps_per_epoch is not None else len(source)) < 1:
@@ -617,16 +626,28 @@ class BatchStream(Dataset):
     def steps_per_epoch(self, batch_size: int) -> int:
         return self._steps if self._steps is not None else len(self.source)
 
-    def _batch(self, b, where: str) -> torch.Tensor:
-        """One batch as floats, checked against the validation examples' shape and kind."""
+    def _batch(self, b, where: str, noise: torch.Generator) -> torch.Tensor:
+        """One batch as floats in the data's range, checked against the validation examples' shape
+        and kind, binarised with ``noise`` where the data are binarised every batch."""
         split = _as_split(b, where, self.uint8_max)
-        if split.values.dtype == torch.uint8 and self.uint8_max == 1.0 and int(split.values.max()) > 1:
-            raise UserError(f"{where} holds uint8 values up to {int(split.values.max())}, but the validation examples "
-                            "are binary (0/1); give both on one scale")
-        if tuple(split.values.shape[1:]) != tuple(self.shape):
-            raise UserError(f"{where} has examples of shape {tuple(split.values.shape[1:])}, but the validation "
+        v = split.values
+        if tuple(v.shape[1:]) != tuple(self.shape):
+            raise UserError(f"{where} has examples of shape {tuple(v.shape[1:])}, but the validation "
                             f"examples have shape {tuple(self.shape)}")
-        return split.get()
+        on_scale = v.dtype == torch.uint8 and split.max_value == self.uint8_max    # uint8, not bool
+        if on_scale and self.uint8_max == 1.0 and int(v.max()) > 1:
+            raise UserError(f"{where} holds uint8 values up to {int(v.max())}, but the validation examples "
+                            "are binary (0/1); give both on one scale")
+        if on_scale and self.floats_given and self.uint8_max == 255.0 and int(v.max()) <= 1:
+            raise UserError(f"{where} holds uint8 values 0 and 1 only, read as k / 255 beside gray validation "
+                            "examples; give binary batches as bool or floats")
+        x = split.get()
+        if self.dynamic_binarize:
+            return (torch.rand(x.shape, generator=noise) < x).float()
+        if self.kind == "binary" and not bool(((x == 0) | (x == 1)).all()):
+            raise UserError(f"{where} has values between 0 and 1, but the validation examples are binary; binarise "
+                            "the batches too, or set data.binarize = dynamic")
+        return x
 
     def train_batches(self, seed: int, epoch: int, batch_size: int, start: int = 0,
                       rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
@@ -637,7 +658,8 @@ class BatchStream(Dataset):
             seen = i + 1
             if i < start:
                 continue
-            x = self._batch(b[0] if isinstance(b, (tuple, list)) else b, f"training batch {i}")
+            x = self._batch(b[0] if isinstance(b, (tuple, list)) else b, f"training batch {i}",
+                            generator(seed, epoch, i, 1))
             yield self.scale(x).chunk(world)[rank] if world > 1 else self.scale(x)
         if seen < steps:
             raise UserError(f"the training batches ran out after {seen} of the {steps} batches of epoch {epoch + 1}; "
