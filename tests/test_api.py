@@ -249,3 +249,17 @@ def test_build_refuses_prior_options_its_prior_does_not_read():
     with pytest.raises(UserError, match="the mog prior does not use pseudo_init; it reads components, learn_weights"):
         mixvae.build("vae", data=x, prior="mog", pseudo_init=[0.9, 0.0])
     assert mixvae.build("vae", data=x, prior="mog", components=3, hidden=[8]).prior.num_components == 3
+
+
+def test_a_model_whose_fit_converted_its_vampprior_is_described_and_reloaded_as_a_mog(tmp_path):
+    x = torch.rand(120, 2, generator=torch.Generator().manual_seed(4))
+    model = mixvae.build("mlp2d", data=x, latent_dim=2, hidden=[8, 8], prior="vampprior", components=4)
+    opts = dict(objective="sintro", batch_size=30, warmup_steps=3, progress=False, sintro={"convert_to_mog_step": 2,
+                                                                                        "kl_samples": 5})
+    mixvae.fit(model, x, max_steps=5, **opts)
+    assert not model.prior.encodes_inputs                      # a MoG now, with learned weights
+    assert model.config.model.prior.kind == "mog" and model.config.model.prior.learn_weights
+    opts["sintro"] = {"kl_samples": 5}                                  # (converting a MoG is refused)
+    mixvae.fit(model, x, max_steps=2, out=tmp_path / "again", **opts)   # a later fit's run folder ...
+    again = mixvae.load(tmp_path / "again")                             # ... rebuilds the model
+    assert torch.equal(mixvae.sample(model, 6, seed=1), mixvae.sample(again, 6, seed=1))

@@ -239,7 +239,7 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
         else:                                                        # ends as a finished fit would
             if best is not None:
                 _restore(objective_, best)
-            _finished(model, cfg)
+            _finished(model, cfg, objective_)
         raise
     finally:
         torch.set_num_threads(settings[0])
@@ -252,20 +252,21 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
         best = _best_state(trainer, run_dir)
         if best is not None:
             _restore(objective_, best)
-    _finished(model, cfg)
+    _finished(model, cfg, objective_)
     return {"steps": state.step, "best_step": state.best_step, "best_valid_loss": state.best_loss,
             "stop_reason": state.stop_reason or "budget reached", "seconds": round(state.seconds, 1),
             "records": trainer.log.records}
 
 
-def _finished(model, cfg: Config) -> None:
-    """The model after a fit with config ``cfg``: in eval mode, its config its own again (the next
-    fit starts from it, not from this one's options) but for the data layout it trained on, which
-    sample / reconstruct / log_likelihood need."""
+def _finished(model, cfg: Config, objective) -> None:
+    """The model after a fit with config ``cfg`` by ``objective``: in eval mode, its config its own
+    again (the next fit starts from it, not from this one's options) but for the data layout it
+    trained on, which sample / reconstruct / log_likelihood need, and for what the objective
+    changed in the model (a later fit's run folder must rebuild it)."""
     model.eval()
     kept = _fit_config(model, None, None, {})
     kept.data.scale, kept.data.binarize = cfg.data.scale, cfg.data.binarize
-    model.config = kept
+    model.config = objective.current_config(kept)    # e.g. a prior the fit converted
 
 
 def _best_state(trainer, run_dir: Optional[Path]) -> Optional[dict]:

@@ -68,6 +68,11 @@ class Objective(ABC):
         log_px, kl = self.model.log_weights(x, 1)
         return -(log_px - kl)[0]
 
+    def current_config(self, cfg):
+        """``cfg`` (a copy the caller owns) changed to describe the model as it is now, for an
+        objective that changes the model's structure while it trains; default: unchanged."""
+        return cfg
+
     def state_dict(self) -> dict:
         """Objective state beyond module weights (must be tensors / plain containers)."""
         return {}

@@ -32,7 +32,7 @@ from typing import Literal, Optional
 import torch
 from torch.distributions import Distribution
 
-from ..config import _range
+from ..config import PriorConfig, _range
 from ..errors import UserError
 from ..registry import OBJECTIVES, PRIORS
 from ..distributions import DiagonalGaussian, kl_divergence
@@ -150,6 +150,13 @@ class SoftIntroVAE(Objective):
         elif not state.get("converted") and self.converted and self._vampprior is not None:
             self.model.set_prior(self._vampprior)
             self.converted = False
+
+    def current_config(self, cfg):
+        """After the conversion the model's prior is a MoG with learned weights: so says the config."""
+        if self.converted:
+            cfg.model.prior = PriorConfig(kind="mog", components=self.model.prior.num_components, learn_weights=True)
+            cfg.sintro.convert_to_mog_step = cfg.sintro.convert_to_mog_epoch = None
+        return cfg
 
     def _maybe_convert(self, ctx: StepContext) -> None:
         c = self.cfg
