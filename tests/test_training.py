@@ -65,17 +65,27 @@ def test_early_stopping_counts_after_warmup(tmp_path):
     assert state.step == 3 * spe
 
 
-class Exploding:
-    """Wraps an objective; its step returns NaN at a chosen step."""
+class Wrapped:
+    """Wraps an objective; ``after(metrics, ctx)`` changes what its step returns."""
 
-    def __init__(self, inner, at):
-        self.inner, self.at = inner, at
+    def __init__(self, inner):
+        self.inner = inner
 
     def __getattr__(self, k):
         return getattr(self.inner, k)
 
     def step(self, x, ctx):
-        out = self.inner.step(x, ctx)
+        return self.after(self.inner.step(x, ctx), ctx)
+
+
+class Exploding(Wrapped):
+    """Its step returns NaN once, at step ``at``."""
+
+    def __init__(self, inner, at):
+        super().__init__(inner)
+        self.at = at
+
+    def after(self, out, ctx):
         if ctx.step == self.at and not getattr(self, "fired", False):
             self.fired = True
             out["rec"] = math.nan
@@ -89,28 +99,29 @@ def test_nan_policy_stop_names_the_step_and_term(tmp_path):
         Trainer(cfg, Exploding(run.objective, 5), run.data, tmp_path, progress=False).fit()
 
 
-def test_nan_policy_rollback_lowers_lr_and_continues(tmp_path):
+@pytest.mark.parametrize("folder", [True, False])     # without a run folder the state is kept in memory
+def test_nan_policy_rollback_lowers_lr_and_continues(tmp_path, folder):
     cfg = tiny(nan_policy="rollback", checkpoint_every=4)
-    run = runs.prepare(cfg, run_dir=tmp_path)
-    tr = Trainer(cfg, Exploding(run.objective, 10), run.data, tmp_path, progress=False)
+    run_dir = tmp_path if folder else None
+    run = runs.prepare(cfg, run_dir=run_dir)
+    tr = Trainer(cfg, Exploding(run.objective, 10), run.data, run_dir, progress=False)
     state = tr.fit()
     assert state.rollbacks == 1 and state.step == tr.total_steps
     assert tr.optimizers["model"].param_groups[0]["lr"] == pytest.approx(cfg.train.lr * 0.1)
-    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"event"' in line]
-    assert events and events[0]["event"] == "rollback"
+    assert math.isfinite(float(weights(run).sum()))
+    if folder:
+        events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"event"' in line]
+        assert events and events[0]["event"] == "rollback"
 
 
-class LateMetric:
-    """Wraps an objective; its step reports ``late`` = the step index from step ``at`` on only."""
+class LateMetric(Wrapped):
+    """Its step reports ``late`` = the step index from step ``at`` on only."""
 
     def __init__(self, inner, at):
-        self.inner, self.at = inner, at
+        super().__init__(inner)
+        self.at = at
 
-    def __getattr__(self, k):
-        return getattr(self.inner, k)
-
-    def step(self, x, ctx):
-        out = self.inner.step(x, ctx)
+    def after(self, out, ctx):
         return {**out, "late": float(ctx.step)} if ctx.step >= self.at else out
 
 
@@ -124,27 +135,14 @@ def test_logged_average_of_a_term_counts_the_steps_that_report_it(tmp_path):
     assert first["step"] == 7 and first["late"] == pytest.approx((4 + 5 + 6) / 3)
 
 
-def test_rollback_without_a_run_folder_uses_the_state_kept_in_memory():
-    cfg = tiny(nan_policy="rollback", checkpoint_every=4)
-    run = runs.prepare(cfg, run_dir=None)
-    tr = Trainer(cfg, Exploding(run.objective, 10), run.data, None, progress=False)
-    state = tr.fit()
-    assert state.rollbacks == 1 and state.step == tr.total_steps
-    assert tr.optimizers["model"].param_groups[0]["lr"] == pytest.approx(cfg.train.lr * 0.1)
-    assert math.isfinite(float(weights(run).sum()))
-
-
-class ExplodingAt:
-    """Wraps an objective; its step returns NaN once at each of the chosen steps."""
+class ExplodingAt(Wrapped):
+    """Its step returns NaN once at each of the chosen steps."""
 
     def __init__(self, inner, steps):
-        self.inner, self.pending = inner, set(steps)
+        super().__init__(inner)
+        self.pending = set(steps)
 
-    def __getattr__(self, k):
-        return getattr(self.inner, k)
-
-    def step(self, x, ctx):
-        out = self.inner.step(x, ctx)
+    def after(self, out, ctx):
         if ctx.step in self.pending:
             self.pending.discard(ctx.step)
             out["rec"] = math.nan
