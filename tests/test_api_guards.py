@@ -232,8 +232,8 @@ def test_uint8_batches_are_read_on_the_scale_of_float_validation_examples(monkey
     model = mixvae.build("vae", data=u8, latent_dim=2, hidden=[8])
     mixvae.fit(model, [u8[:30], u8[30:60]], u8[60:].float() / 255, epochs=1, progress=False)
     assert seen and max(seen) == 1.0          # 0..255 read as k / 255, not as values up to 255
-    with pytest.raises(UserError, match="training batch 0 holds uint8 values up to 255, but the validation examples "
-                                        "are binary"):
+    with pytest.raises(UserError, match="training batch 0 holds uint8 values up to 255, but its data set's uint8 "
+                                        "values are read as value / 1"):
         mixvae.fit(small(binary(60, shape=(1, 4, 4))), [u8[:30]], binary(30, shape=(1, 4, 4)), epochs=1, progress=False)
 
 
@@ -353,6 +353,13 @@ def test_batches_of_an_iterable_are_binarised_or_checked_as_the_validation_examp
     with pytest.raises(UserError, match="training batch 0 has values between 0 and 1, but the validation examples "
                                         "are binary"):
         mixvae.fit(small(bits), [gray[:30]], valid=bits, max_steps=1, progress=False)
+    gray8 = (gray * 255).round().to(torch.uint8)
+    seen.clear()                                # bool validation examples are floats 0/1, not uint8 of scale 1
+    mixvae.fit(model, [gray8[:30]], valid=gray8[60:] > 127, max_steps=1, progress=False)
+    assert bool(((seen[0] == 0) | (seen[0] == 1)).all()) and 0.2 < float(seen[0].mean()) < 0.8
+    with pytest.raises(UserError, match="valid holds uint8 values up to 25[0-9], but its data set's uint8 values are "
+                                        "read as value / 1"):
+        mixvae.fit(small(bits), gray8[:60] > 127, valid=gray8[60:], max_steps=1, progress=False)
     ds = mixvae.from_tensors(gray)
     with pytest.raises(UserError, match="the Dataset given does not"):
         mixvae.fit(model, ds, max_steps=1, progress=False)

@@ -150,8 +150,8 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     ends as a finished fit would where this fit reached best weights (likelihood training), and
     otherwise gets back the weights and the train / eval mode it had before; an interrupted fit
     (KeyboardInterrupt) ends as a finished fit would. ``nan_policy="rollback"`` works without ``out`` too (the state is kept in memory).
-    uint8 batches of an iterable are read on the ``valid`` examples' scale (0/1 where those are
-    binary floats, 0..255 where they are gray).
+    uint8 batches of an iterable are read on the scale of uint8 ``valid`` examples; beside float or
+    bool ones, as 0/1 where those are binary (and not binarised every batch), else as 0..255.
     Returns ``{"steps", "best_step", "best_valid_loss",
     "stop_reason", "seconds", "records"}``: the validation loss is the objective's per-example loss
     (-ELBO in nats for likelihood training); records are the metrics.jsonl lines.
@@ -189,9 +189,12 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
         if valid is None:
             raise UserError("fit on an iterable of batches needs valid= examples (a tensor or array)")
         examples = _as_split(valid, "valid")
-        held_out = from_tensors(examples.get(), examples.get(), **layout)    # every example validates
+        held_out = from_tensors(examples.get(), examples.get(), split_seed=cfg.data.split_seed,
+                                **layout)                                        # every example validates
+        as_uint8 = np.asarray(valid).dtype == np.uint8 if not isinstance(valid, torch.Tensor) else \
+            valid.dtype == torch.uint8
         data = BatchStream(train, held_out, steps_per_epoch,     # uint8 batches on uint8 examples' scale
-                           examples.max_value if examples.values.dtype == torch.uint8 else None)
+                           examples.max_value if as_uint8 else None)
     _check_shape(model, data.shape, "fit", "the data")
     if isinstance(train, Dataset) and cfg.data.binarize == "dynamic" and not train.dynamic_binarize:
         raise UserError("mixvae.fit: the model's config binarises its data every batch (data.binarize = dynamic), "

@@ -558,7 +558,12 @@ def _as_split(data, where: str, uint8_max: Optional[float] = None) -> Split:
                         "or N x D with N > 0" + ("; for channels-last images use x.permute(0, 3, 1, 2) "
                                                  "(numpy: x.transpose(0, 3, 1, 2))" if last else ""))
     if t.dtype == torch.uint8:
-        return Split(t.contiguous(), 1.0 if is_bool else uint8_max or (1.0 if int(t.max()) <= 1 else 255.0))
+        if is_bool:
+            return Split(t.contiguous(), 1.0)
+        if uint8_max is not None and int(t.max()) > uint8_max:
+            raise UserError(f"{where} holds uint8 values up to {int(t.max())}, but its data set's uint8 values are read "
+                            f"as value / {uint8_max:g} (0/1 examples beside it); give every part on one scale")
+        return Split(t.contiguous(), uint8_max or (1.0 if int(t.max()) <= 1 else 255.0))
     if not t.dtype.is_floating_point:
         raise UserError(f"{where} has dtype {t.dtype}; expected uint8, bool or floats")
     t = t.float().contiguous()
@@ -612,8 +617,9 @@ class BatchStream(Dataset):
                  uint8_max: Optional[float] = None):
         super().__init__(valid.name, valid.kind, valid.train, valid.valid, valid.test,
                          dynamic_binarize=valid.dynamic_binarize, symmetric=valid.symmetric, levels=valid.levels)
-        # uint8 examples given for validation set the scale of uint8 batches; beside float ones,
-        # uint8 batches are 0/1 where those are binary and 0..255 where not (0/1-only ones are refused)
+        # uint8 examples given for validation set the scale of uint8 batches (the same representation);
+        # beside float or bool ones, uint8 batches are 0/1 where those are binary and not binarised
+        # every batch, else 0..255, and a 0/1-only uint8 batch is refused as ambiguous
         self.floats_given = uint8_max is None
         if uint8_max is None:
             uint8_max = 1.0 if valid.kind == "binary" and not valid.dynamic_binarize else 255.0
@@ -635,18 +641,18 @@ class BatchStream(Dataset):
             raise UserError(f"{where} has examples of shape {tuple(v.shape[1:])}, but the validation "
                             f"examples have shape {tuple(self.shape)}")
         on_scale = v.dtype == torch.uint8 and split.max_value == self.uint8_max    # uint8, not bool
-        if on_scale and self.uint8_max == 1.0 and int(v.max()) > 1:
-            raise UserError(f"{where} holds uint8 values up to {int(v.max())}, but the validation examples "
-                            "are binary (0/1); give both on one scale")
         if on_scale and self.floats_given and self.uint8_max == 255.0 and int(v.max()) <= 1:
-            raise UserError(f"{where} holds uint8 values 0 and 1 only, read as k / 255 beside gray validation "
-                            "examples; give binary batches as bool or floats")
+            raise UserError(f"{where} holds uint8 values 0 and 1 only, which beside validation examples given as "
+                            "floats are read as k / 255; give binary batches as bool or floats")
         x = split.get()
         if self.dynamic_binarize:
             return (torch.rand(x.shape, generator=noise) < x).float()
-        if self.kind == "binary" and not bool(((x == 0) | (x == 1)).all()):
-            raise UserError(f"{where} has values between 0 and 1, but the validation examples are binary; binarise "
-                            "the batches too, or set data.binarize = dynamic")
+        if self.kind == "binary":        # within 1e-4 of 0 or 1, as when a data set's kind is read
+            r = x.round()
+            if not bool((((r == 0) | (r == 1)) & ((x - r).abs() < 1e-4)).all()):
+                raise UserError(f"{where} has values between 0 and 1, but the validation examples are binary; "
+                                "binarise the batches too, or set data.binarize = dynamic")
+            return r
         return x
 
     def train_batches(self, seed: int, epoch: int, batch_size: int, start: int = 0,
