@@ -149,7 +149,8 @@ def fit(model: LatentVariableModel, train: Data, valid: Optional[Data] = None, *
     (``data.scale``, ``data.binarize``). If the fit raises (a diverged loss, bad batches), the model
     ends as a finished fit would where this fit reached best weights (likelihood training), and
     otherwise gets back the weights and the train / eval mode it had before; an interrupted fit
-    (KeyboardInterrupt) ends as a finished fit would. ``nan_policy="rollback"`` works without ``out`` too (the state is kept in memory).
+    (KeyboardInterrupt) ends as a finished fit would. ``nan_policy="rollback"`` works without
+    ``out`` too (the state is kept in memory).
     uint8 batches of an iterable are read on the scale of uint8 ``valid`` examples; beside float or
     bool ones, as 0/1 where those are binary (and not binarised every batch), else as 0..255.
     Returns ``{"steps", "best_step", "best_valid_loss",

@@ -610,8 +610,8 @@ class BatchStream(Dataset):
     item is the examples. Validation and test examples are in memory (``valid``), whose shape and
     kind every batch must have (re-binarised every batch where ``valid.dynamic_binarize``). uint8
     batches are read as value / ``uint8_max``, the scale of uint8 validation examples; None: the
-    validation examples were floats (see ``__init__``). The batch size is the source's; a resumed epoch skips
-    the batches already seen (exact only if the source yields the same batches again)."""
+    validation examples were floats (see ``__init__``). The batch size is the source's; a resumed
+    epoch skips the batches already seen (exact only if the source yields the same batches again)."""
 
     def __init__(self, source, valid: Dataset, steps_per_epoch: Optional[int] = None,
                  uint8_max: Optional[float] = None):

@@ -248,13 +248,13 @@ class Trainer:
         return None
 
     def _rollback(self, message: str) -> None:
-        """Reload the last good checkpoint (kept in memory without a run folder) and set every learning rate to 0.1 ** rollbacks times its
-        scheduled value: the group's initial rate times lr_gamma for each milestone passed by the
-        restored step. The rate is set, not scaled: a checkpoint written after an earlier rollback
+        """Reload the last good checkpoint (kept in memory without a run folder) and set every
+        learning rate to 0.1 ** rollbacks times its scheduled value: the group's initial rate times
+        lr_gamma for each milestone passed by the restored step. The rate is set, not scaled: a checkpoint written after an earlier rollback
         already holds a reduced rate, and scaling it again would compound the reductions beyond the
         factor logged (``lr_factor``)."""
         path = self.run_dir / "checkpoints" / "latest.pt" if self.run_dir else None
-        if path is None and self.latest_state is None or path is not None and not path.exists():
+        if (path is None and self.latest_state is None) or (path is not None and not path.exists()):
             raise TrainingDiverged(message + "; no checkpoint to roll back to")
         rollbacks = self.state.rollbacks + 1
         if rollbacks > 5:
