@@ -38,7 +38,13 @@ from mixvae.app.grid import (cell_progress, continue_cell, finish_cell, is_finis
 
 RESULTS = ROOT / "results" / "2d_protocol"
 OVERRIDES = ["train.threads=1"]
-COMMAND = "python experiments/sintro2d_protocol.py --seeds S ..."
+SCRIPT = "python experiments/sintro2d_protocol.py"
+
+
+def results_arg(results: Path) -> str:
+    """`` --results FOLDER`` for a results folder other than the default one (for the commands
+    recorded with its cells and table), else ''."""
+    return "" if results.resolve() == RESULTS.resolve() else f" --results {os.path.relpath(results.resolve(), ROOT)}"
 
 
 def table(results: Path, cells: list[tuple[int, str, str]], iterations: int) -> str:
@@ -49,7 +55,9 @@ def table(results: Path, cells: list[tuple[int, str, str]], iterations: int) -> 
     head = "" if done == len(cells) else (
         f"**Incomplete: {done} of {len(cells)} cells finished** ({rows} row{'s' * (rows != 1)} x seeds "
         f"{', '.join(map(str, seeds))}); each row lists the seeds it has so far.\n\n")
-    return head + bench2d.table_and_pictures(results, command=COMMAND)
+    methods = list(dict.fromkeys(m for _, _, m in cells))
+    named = "" if methods == list(bench2d.DEFAULT_METHODS) else " --methods " + " ".join(methods)
+    return head + bench2d.table_and_pictures(results, command=f"{SCRIPT}{named} --seeds S ...{results_arg(results)}")
 
 
 def cell_name(data: str, method: str, seed: int, iterations: int) -> str:
@@ -152,7 +160,7 @@ def main(argv=None) -> None:
         overrides = budget.overrides(preset) + [f"seed={seed}"] + OVERRIDES + args.overrides
         continue_cell(folder, preset, overrides, args.data_dir)
         meta = {"data": data, "method": method, "seed": seed, "iterations": args.iterations, "warmup": budget.warmup,
-                "command": f"python experiments/sintro2d_protocol.py --datasets {data} --methods {method} --seeds {seed}",
+                "command": f"{SCRIPT} --datasets {data} --methods {method} --seeds {seed}{results_arg(args.results)}",
                 "train_command": f"mixvae train {preset.as_posix()} " + " ".join(f"--set {o}" for o in overrides)}
         r = finish_cell(folder, lambda f: measure(f, args.data_dir), meta, args.data_dir)
         print(f"{name}: KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "

@@ -130,6 +130,9 @@ def test_2d_protocol_script_tiny_keeps_cells_that_mixvae_eval_reproduces(tmp_pat
     assert "Incomplete" not in table                                              # both cells of the grid finished
     kept = json.loads((cells[0] / "eval.json").read_text())
     assert kept["steps"] == 16 and kept["seed"] == 7 and kept["method"] == "learned_prior"
+    # the commands recorded name the grid's own methods and results folder, so they rerun it there
+    assert kept["command"].endswith(f"--methods learned_prior --seeds 7 --results {os.path.relpath(results, ROOT)}")
+    assert "--methods vae learned_prior --seeds S ... --results" in table
     capsys.readouterr()
     assert main(["eval", str(cells[0]), "--json", "--quiet"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
