@@ -398,9 +398,8 @@ def log_likelihood(model: LatentVariableModel, x: Data, samples: int = 5000, bat
     samples, batch_size, chunk = (_count(v, name, "log_likelihood") for v, name in
                                   ((samples, "samples"), (batch_size, "batch_size"), (chunk, "chunk")))
     t = _scored(model, _examples(model, x, "log_likelihood"), "log_likelihood")
-    with torch.random.fork_rng(), bar(total=t.shape[0], desc=f"log-likelihood (S={samples})", unit="img",
-                                        disable=not progress) as b:
-        torch.manual_seed(seed)
+    with _seeded(model, seed), bar(total=t.shape[0], desc=f"log-likelihood (S={samples})", unit="img",
+                                    disable=not progress) as b:
         return torch.cat([ll(model, t[i:i + batch_size], samples, chunk, bar=b).cpu()
                           for i in range(0, t.shape[0], batch_size)])
 
@@ -410,8 +409,7 @@ def elbo(model: LatentVariableModel, x: Data, batch_size: int = 500, seed: int =
     nats per example: ``{"elbo", "rec" (= -E log p(x|z)), "kl" (= E[log q(z|x) - log p(z)])}``, of x
     as the model sees it (see :func:`log_likelihood`)."""
     from .metrics.likelihood import elbo_parts
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with _seeded(model, seed):
         return elbo_parts(model, (_scored(model, b, "elbo") for b in _batches(model, x, batch_size, "elbo")))
 
 
