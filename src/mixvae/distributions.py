@@ -12,10 +12,11 @@ from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils._pytree as _pytree
 from torch.autograd.function import once_differentiable
 from torch.distributions import Distribution, constraints
 
-from . import native
+from . import members, native
 from .precision import full, full_precision
 
 LOG_2PI = math.log(2 * math.pi)
@@ -43,9 +44,10 @@ class Shard(NamedTuple):
 WHOLE = Shard()
 
 
-def example_noise(shape, example_dim: int, shard: Shard = WHOLE, draw=torch.randn, **kw) -> torch.Tensor:
-    """``draw(shape)`` (e.g. standard normals) where dimension ``example_dim`` indexes the examples
-    of this process's share of the batch."""
+def example_noise(shape, example_dim: int, shard: Shard = WHOLE, draw=members.normal, **kw) -> torch.Tensor:
+    """``draw(shape)`` (default standard normals, from each member's own stream in a stacked
+    ensemble: :func:`mixvae.members.normal`) where dimension ``example_dim`` indexes the examples of
+    this process's share of the batch."""
     rank, world = shard
     if world == 1:
         return draw(tuple(shape), **kw)
@@ -363,6 +365,8 @@ def gaussian_log_prob_matrix(z: torch.Tensor, means: torch.Tensor, logvars: torc
     of components still above ``tol`` there are the direct sum (an (N, D) x (S, D) difference in row
     blocks). A negative ``tol`` makes every column direct (in float64).
     """
+    if members.active():   # in a stacked ensemble's map over members: member by member (its branches)
+        return members.one_by_one(gaussian_log_prob_matrix, z, means, logvars, offset, tol)
     weights, const, q = _gaussian_linear_form(means, logvars, offset)
     z_sq = z * z
     stiff = _stiff_components(z_sq, logvars, q, tol)
@@ -604,10 +608,15 @@ def mixture_log_prob(z: torch.Tensor, log_weights: torch.Tensor, means: torch.Te
     ``tol`` there are the direct sum (a negative ``tol``: of every component, in float64).
     z: (N, D); log_weights (K,); means, logvars (K, D). Nats.
 
+    Inside a stacked ensemble's map over members (:mod:`mixvae.members`) it runs member by member
+    (:func:`mixvae.members.one_by_one`), as in each member's separate run.
+
     In float32 on the CPU with D <= 4, the fused C kernel of :mod:`mixvae.native` (the direct form,
     :class:`_NativeMixtureLogSumExp`) serves the call instead wherever it is available, except the
     rows where its estimated error exceeds ``tol`` nats.
     """
+    if members.active():   # in a stacked ensemble's map over members: member by member (the kernel, the fallbacks)
+        return members.one_by_one(mixture_log_prob, z, log_weights, means, logvars, block, tol)
     out = _native_mixture_log_prob(z, log_weights, means, logvars, tol, block)
     return out if out is not None else _mixture_log_prob(z, log_weights, means, logvars, block, tol)
 
@@ -680,7 +689,7 @@ class DiagonalGaussianMixture(_Plain):
         """n component indices drawn from the weights (no gradient), shape (n,)."""
         w = self.weights.detach()
         return example_noise((n,), 0, shard or self.shard,
-                             lambda shape: torch.multinomial(w, shape[0], replacement=True, generator=generator))
+                             lambda shape: members.multinomial(w, shape[0], generator))
 
     def noise(self, sample_shape=torch.Size(), shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The randomness of ``prod(sample_shape)`` draws, as the share ``shard`` (default this
@@ -856,3 +865,31 @@ def kl_divergence(q: Distribution, p: Distribution, samples: int = 1, noise=None
 @register_kl(DiagonalGaussian, DiagonalGaussian)
 def _kl_diagonal_gaussians(q: DiagonalGaussian, p: DiagonalGaussian) -> torch.Tensor:
     return q.kl_to(p)
+
+
+# --------------------------------------------------------------------------------------------
+# Distributions as pytrees: a stacked ensemble (mixvae.members) passes them into and out of vmap.
+# --------------------------------------------------------------------------------------------
+def _unflatten_gaussian(values, context) -> DiagonalGaussian:
+    mu, logvar = values
+    event_dims, shard = context
+    d = DiagonalGaussian.__new__(DiagonalGaussian)
+    d.mu, d.logvar, d.event_dims, d.shard = mu, logvar, event_dims, shard
+    if isinstance(mu, torch.Tensor):     # (pytree utilities also rebuild it around other leaves, e.g. vmap's in_dims)
+        split = mu.dim() - event_dims
+        _Plain.__init__(d, mu.shape[:split], mu.shape[split:])
+    return d
+
+
+def _unflatten_mixture(values, shard) -> DiagonalGaussianMixture:
+    d = DiagonalGaussianMixture.__new__(DiagonalGaussianMixture)   # log-weights as they are (normalised)
+    d.log_weights, d.means, d.logvars, d.shard = *values, shard
+    if isinstance(d.means, torch.Tensor):
+        _Plain.__init__(d, (), d.means.shape[-1:])
+    return d
+
+
+_pytree.register_pytree_node(DiagonalGaussian, lambda d: ([d.mu, d.logvar], (d.event_dims, d.shard)),
+                             _unflatten_gaussian, serialized_type_name="mixvae.DiagonalGaussian")
+_pytree.register_pytree_node(DiagonalGaussianMixture, lambda d: ([d.log_weights, d.means, d.logvars], d.shard),
+                             _unflatten_mixture, serialized_type_name="mixvae.DiagonalGaussianMixture")

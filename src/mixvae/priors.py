@@ -102,7 +102,7 @@ class MoGPrior(MixturePrior):
     @property
     def num_components(self) -> int:
         """K, the number of components."""
-        return self.means.shape[0]
+        return self.logits.shape[-1]
 
     @classmethod
     def from_mixture(cls, mix: DiagonalGaussianMixture, learn_weights: bool = True) -> "MoGPrior":
@@ -180,7 +180,7 @@ class VampPrior(MixturePrior):
     @property
     def num_components(self) -> int:
         """K, the number of pseudo-inputs."""
-        return self.pseudo_inputs_raw.shape[0]
+        return self.logits.shape[-1]
 
     def attach_encoder(self, encode: Callable[[torch.Tensor], DiagonalGaussian]) -> None:
         """``encode(u)`` maps pseudo-inputs (K, *data_shape) to q(z|u) with (K, D) parameters."""

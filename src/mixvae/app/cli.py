@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="new run folder")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder from its latest checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the final test evaluation")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="train the config at each of these seeds in one process, as a stacked ensemble (Soft-IntroVAE "
+                        "objectives): --out DIR then holds the run folder DIR/seed<S> of each, as its separate run "
+                        "would have left it, and DIR/ensemble (resume with --resume DIR)")
     _add_common(p)
 
     p = sub.add_parser("eval", help="evaluate a run on its test set", description=
@@ -204,6 +208,8 @@ def cmd_train(args) -> int:
     from . import runs
     from ..config import load_config
 
+    if args.seeds or (args.resume is not None and (args.resume / ENSEMBLE / "seeds.json").is_file()):
+        return _train_seeds(args)
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise UserError("give either --out (a new run) or --resume RUN, not both")
@@ -225,6 +231,42 @@ def cmd_train(args) -> int:
                              progress=not args.quiet and proc.is_main, evaluate_after=not args.no_eval, proc=proc)
     if proc.is_main:
         print(json.dumps(summary))
+    return 0
+
+
+ENSEMBLE = "ensemble"   # the stacked ensemble's own run folder inside a --seeds folder
+
+
+def _train_seeds(args) -> int:
+    """mixvae train --seeds: the members' run folders DIR/seed<S> and the ensemble's DIR/ensemble."""
+    from . import runs
+    from ..config import load_config
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--seeds trains several seeds in one process; start it without torchrun")
+    if args.resume is not None:
+        if args.out is not None and args.out != args.resume:
+            raise UserError("give either --out (a new run) or --resume RUN, not both")
+        folder, work = args.resume, args.resume / ENSEMBLE
+        if not (work / "seeds.json").is_file():
+            raise UserError(f"--resume {folder}: not a folder of mixvae train --seeds (no {work / 'seeds.json'})")
+        seeds = json.loads((work / "seeds.json").read_text())["seeds"]
+        if args.seeds and list(args.seeds) != seeds:
+            raise UserError(f"--resume {folder}: its seeds are {seeds}, not {list(args.seeds)}")
+        cfg = load_config(work / "config.yaml", args.overrides)
+        _check_resume_changes(work, load_config(work / "config.yaml"), cfg)
+        data_dir = runs.run_data_dir(work, args.data_dir)
+    else:
+        if args.config is None or args.out is None:
+            raise UserError("mixvae train --seeds: give a config file and --out DIR (or --resume DIR)")
+        folder, work, seeds, data_dir = args.out, args.out / ENSEMBLE, list(args.seeds), args.data_dir
+        runs.check_new_run_dir(folder)
+        cfg = load_config(args.config, args.overrides)
+    if args.threads:
+        cfg.train.threads = args.threads
+    summaries = runs.train_seeds(cfg, seeds, [folder / f"seed{s}" for s in seeds], work, data_dir,
+                                 resume=args.resume is not None, progress=not args.quiet,
+                                 evaluate_after=not args.no_eval)
+    print(json.dumps({f"seed{s}": summary for s, summary in zip(seeds, summaries)}))
     return 0
 
 

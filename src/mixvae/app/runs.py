@@ -8,6 +8,7 @@ run, so a second writer stops with one line instead of interleaving its output w
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -256,7 +257,7 @@ def _train(cfg, out, data_dir, resume, progress, evaluate_after, proc, locks) ->
         raise
     summary = {"steps": state.step, "steps_per_epoch": trainer.steps_per_epoch,
                "train_seconds": round(state.seconds, 1), "best_step": state.best_step,
-               "best_valid_loss": state.best_loss, "stop_reason": state.stop_reason or "budget reached"}
+               "best_valid_loss": state.best_loss if math.isfinite(state.best_loss) else None, "stop_reason": state.stop_reason or "budget reached"}
     if proc.world > 1:
         summary["processes"] = proc.world
     if evaluate_after:
@@ -528,3 +529,61 @@ def evaluate_fid(run: Run, n: int, split: str, proc: ProcessInfo = ProcessInfo()
             "fid_reconstructions": fid_from_features(f_real, features(recs)),
             "fid_images": n, "fid_reconstructed_images": m, "fid_reference": f"{split} split",
             "fid_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def train_seeds(cfg: Config, seeds: list[int], outs: list[Path], work: Path, data_dir=None, resume: bool = False,
+                progress: bool = True, evaluate_after: bool = True) -> list[dict]:
+    """Train ``cfg`` at each of ``seeds`` in one process, as a stacked ensemble
+    (:mod:`mixvae.training.ensemble`), in the run folder ``work`` (checkpoints, metrics; resumable
+    like any run with ``resume``); then give each member the run folder ``outs[i]`` its separate
+    run would have left (config.yaml with its seed, its checkpoint, its rows of metrics.jsonl) and
+    evaluate it there, as ``train`` does. Returns the members' summaries; their ``train_seconds``
+    is the ensemble's, shared by all members."""
+    from dataclasses import replace
+    from ..training import ensemble
+    from ..training.checkpoint import save_checkpoint
+    if len(outs) != len(seeds):
+        raise UserError(f"{len(seeds)} seeds need as many run folders, got {len(outs)}")
+    if not resume:
+        for out in outs:
+            check_new_run_dir(out)
+    lock = RunLock(work) if resume else None
+    if not resume:
+        check_new_run_dir(work)
+    try:
+        ens, data, first = ensemble.prepare_members(cfg, seeds, data_dir)
+        if not resume:
+            check_training_data(cfg.model.likelihood, data, "model.likelihood")
+            lock = create_run_dir(first, work, data_dir)
+            (work / "seeds.json").write_text(json.dumps({"seeds": ens.seeds, "members": [str(o) for o in outs]}) + "\n")
+        trainer = Trainer(first.cfg, ens, data, work, first.device, progress=progress)
+        try:
+            if resume:
+                trainer.resume()
+                save_config(first.cfg, work / "config.yaml")    # its budget may have changed (--set)
+            trainer.fit()
+        finally:
+            trainer.log.close()
+        final = trainer.checkpoint_state()
+    except BaseException:
+        if not resume and lock is not None and not (work / "checkpoints" / "latest.pt").exists():
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    summaries = []
+    for i, (seed, out) in enumerate(zip(ens.seeds, outs)):
+        member_cfg = copy.deepcopy(first.cfg)
+        member_cfg.seed = seed
+        if resume and out.is_dir():      # written from an earlier state of this ensemble: written again
+            if holder_of(out):
+                raise UserError(f"run folder {out} is being written by another mixvae process (pid {holder_of(out)})")
+            shutil.rmtree(out)
+        with create_run_dir(replace(first, cfg=member_cfg), out, data_dir):
+            save_checkpoint(ensemble.member_state(final, i), out / "checkpoints" / "latest.pt")
+            with open(out / "metrics.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in ensemble.member_records(records, seed))
+        summaries.append(train(member_cfg, out, data_dir, resume=True, progress=False, evaluate_after=evaluate_after))
+    return summaries

@@ -42,9 +42,25 @@ class Objective(ABC):
     # Evaluate the checkpoint with the best validation loss (likelihood training) or the last one
     # (adversarial training, where the validation loss does not measure what is being optimised).
     select_best = True
+    # Set by a stacked ensemble (mixvae.training.ensemble): the members that per_member maps over.
+    members = None
+    stackable = False    # every weight-dependent piece of step() goes through per_member (ensembles allowed)
 
     def __init__(self, model: LatentVariableModel):
         self.model = model
+
+    def per_member(self, fn: Callable, *args):
+        """``fn(*args)``, a piece of a step that uses the weights and draws random numbers. In a
+        stacked ensemble of several seeds it runs for every member at once (``torch.func.vmap``
+        over the members' weights and random streams, :class:`mixvae.members.Members`): its tensor
+        arguments and results then have a leading member dimension. ``fn`` calls no optimizer and
+        returns tensors (also in tuples, dicts or distributions), no Python numbers."""
+        return fn(*args) if self.members is None else self.members.map(fn, *args)
+
+    def per_member_module(self, make: Callable[..., nn.Module], *args) -> nn.Module:
+        """``make(*args)``: a module built during training (e.g. a prior replaced by another). In a
+        stacked ensemble, one per member from its slices of the tensors in ``args``, stacked."""
+        return make(*args) if self.members is None else self.members.build(make, *args)
 
     def modules(self) -> dict[str, nn.Module]:
         """Every module whose weights are saved in a checkpoint (default: the model)."""
@@ -59,8 +75,9 @@ class Objective(ABC):
         return None
 
     @abstractmethod
-    def step(self, x: torch.Tensor, ctx: StepContext) -> dict[str, float]:
-        """One training step on batch x; returns named scalars to log."""
+    def step(self, x: torch.Tensor, ctx: StepContext) -> dict[str, float | torch.Tensor]:
+        """One training step on batch x; returns named scalars to log (floats or 0-d tensors; in a
+        stacked ensemble (M,) tensors, one value per member)."""
 
     @torch.no_grad()
     def validation_loss(self, x: torch.Tensor) -> torch.Tensor:

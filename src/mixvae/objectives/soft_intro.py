@@ -99,6 +99,11 @@ def usage_negative_entropy(component_log_prob: torch.Tensor) -> torch.Tensor:
     return neg_ent / log_c if log_c > 1 else neg_ent
 
 
+def _logged(**terms: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The terms a step logs, detached (the loop turns them into numbers)."""
+    return {k: v.detach() for k, v in terms.items()}
+
+
 # ------------------------------------------------------------------------------ the objective
 @OBJECTIVES.register("sintro", section="sintro", config=SoftIntroConfig, single_level=True, adversarial=True,
                      likelihood="gaussian", metrics=("fid", "probes"))
@@ -111,6 +116,7 @@ class SoftIntroVAE(Objective):
         return cls(model, cfg.sintro)
 
     select_best = False
+    stackable = True     # the step's pieces go through per_member: several seeds train as one ensemble
 
     def __init__(self, model: VAE, cfg: SoftIntroConfig):
         super().__init__(model)
@@ -145,7 +151,8 @@ class SoftIntroVAE(Objective):
         if state.get("converted") and not self.converted:
             old = self.model.prior
             self._vampprior = old
-            self.model.set_prior(MoGPrior(old.latent_dim, old.num_components).to(old.pseudo_inputs_raw.device))
+            self.model.set_prior(self.per_member_module(
+                lambda: MoGPrior(old.latent_dim, old.num_components).to(old.pseudo_inputs_raw.device)))
             self.converted = True
         elif not state.get("converted") and self.converted and self._vampprior is not None:
             self.model.set_prior(self._vampprior)
@@ -164,9 +171,9 @@ class SoftIntroVAE(Objective):
               (c.convert_to_mog_epoch is not None and ctx.epoch >= c.convert_to_mog_epoch)
         if due and not self.converted and self.model.prior.encodes_inputs:
             with torch.no_grad():
-                mix = self.model.prior()
+                mix = self.per_member(self._prior_now)
             self._vampprior = self.model.prior      # kept for a rollback to before the conversion
-            self.model.set_prior(MoGPrior.from_mixture(mix, learn_weights=True))
+            self.model.set_prior(self.per_member_module(lambda m: MoGPrior.from_mixture(m, learn_weights=True), mix))
             self.converted = True
             ctx.reset_player("prior")
 
@@ -179,13 +186,15 @@ class SoftIntroVAE(Objective):
         kl = kl_divergence(q, m.prior(), c.kl_samples)
         err = squared_error(x, rec).mean()
         loss = c.beta_rec * err + c.beta_kl * kl.mean()
-        return loss, {"loss": loss.item(), "rec": err.item(), "kl": kl.mean().item()}
+        return loss, _logged(loss=loss, rec=err, kl=kl.mean())
 
-    def encoder_loss(self, x: torch.Tensor, prior: Distribution, fake: torch.Tensor):
-        """L_E. ``prior`` is the prior as the encoder sees it (detached unless it cooperates with the
-        encoder); ``fake`` = D(z) for the iteration's prior batch (no gradient). Returns (loss, rec, q,
-        metrics) with rec = D(z_r), z_r ~ q(z|x), whose graph (decoder included) the decoder step reuses."""
+    def encoder_loss(self, x: torch.Tensor, prior: Optional[Distribution], fake: torch.Tensor):
+        """L_E. ``prior`` is the prior as the encoder sees it, detached (None: the model's prior, with
+        gradient, when it cooperates with the encoder); ``fake`` = D(z) for the iteration's prior batch
+        (no gradient). Returns (loss, rec, q, metrics) with rec = D(z_r), z_r ~ q(z|x), whose graph
+        (decoder included) the decoder step reuses."""
         m, c, s = self.model, self.cfg, self.s
+        prior = m.prior() if prior is None else prior
         q = m.encode(x)
         z_r = q.rsample()
         rec = m.decode(z_r).mean
@@ -200,19 +209,19 @@ class SoftIntroVAE(Objective):
         elbo_fake = c.beta_rec * squared_error(fake, rec_fake) + c.beta_neg * kl_fake
         loss_fake = introspection_term(elbo_rec, elbo_fake, c.alpha, s)
         loss = loss_real + loss_fake
-        metrics = {"enc_loss": loss.item(), "enc_real": loss_real.item(), "enc_fake": loss_fake.item(),
-                   "rec": err.mean().item(), "kl_real": kl_real.mean().item(),
-                   "kl_rec": kl_rec.mean().item(), "kl_fake": kl_fake.mean().item()}
+        metrics = _logged(enc_loss=loss, enc_real=loss_real, enc_fake=loss_fake, rec=err.mean(), kl_real=kl_real.mean(),
+                          kl_rec=kl_rec.mean(), kl_fake=kl_fake.mean())
         if c.r_ent > 0 and m.prior.is_mixture:
             neg_ent = usage_negative_entropy(prior.component_log_prob(q.rsample((c.resp_samples,))))
             loss = loss + s * c.r_ent * neg_ent
-            metrics["neg_entropy"] = neg_ent.item()
+            metrics["neg_entropy"] = neg_ent.detach()
         return loss, rec, q, metrics
 
-    def decoder_loss(self, x: torch.Tensor, rec: torch.Tensor, q: DiagonalGaussian, prior: Distribution,
-                     prior_sg: Distribution, fake: torch.Tensor):
-        """L_D (with the prior's real-data term when ``prior`` carries gradient). ``rec`` = D(z_r) and
-        ``q`` come from the encoder step (q used detached); ``fake`` = D(z_psi) for the prior batch
+    def decoder_loss(self, x: torch.Tensor, rec: torch.Tensor, q: DiagonalGaussian, prior_sg: Distribution,
+                     fake: torch.Tensor, prior: Optional[Distribution] = None):
+        """L_D, with the prior's real-data term when ``prior`` (the prior with gradient) is given: the
+        prior learns with the decoder. ``rec`` = D(z_r) and ``q`` come from the encoder step (q used
+        detached); ``prior_sg`` is the prior detached; ``fake`` = D(z_psi) for the prior batch
         z_psi. rec and fake carry the decoder's gradient (fake the prior's too, if it learns); rec's
         graph also reaches the encoder through z_r, which the step's backward leaves out (a plain
         ``backward()`` of L_D would not)."""
@@ -226,13 +235,13 @@ class SoftIntroVAE(Objective):
         inner = (c.beta_rec * err + 0.5 * c.beta_kl * (kl_rec.mean() + kl_fake.mean())
                  + 0.5 * c.gamma_r * c.beta_rec * (squared_error(rec.detach(), rec_rec).mean()
                                                    + squared_error(fake.detach(), rec_fake).mean()))
-        metrics = {"dec_kl_rec": kl_rec.mean().item(), "dec_kl_fake": kl_fake.mean().item()}
-        if prior is not prior_sg:     # the prior learns with the decoder: fit it to the aggregate posterior
+        metrics = _logged(dec_kl_rec=kl_rec.mean(), dec_kl_fake=kl_fake.mean())
+        if prior is not None:     # the prior learns with the decoder: fit it to the aggregate posterior
             kl_prior = kl_divergence(q.detach(), prior, c.kl_samples)
             inner = inner + c.beta_kl * kl_prior.mean()
-            metrics["prior_kl_real"] = kl_prior.mean().item()
+            metrics["prior_kl_real"] = kl_prior.mean().detach()
         loss = s * inner
-        metrics["dec_loss"] = loss.item()
+        metrics["dec_loss"] = loss.detach()
         return loss, metrics
 
     # the step ------------------------------------------------------------------------------
@@ -245,16 +254,38 @@ class SoftIntroVAE(Objective):
         params = [p for o in opts for g in o.param_groups for p in g["params"] if p.requires_grad]
         for o in opts:
             o.zero_grad(set_to_none=True)
-        if params:
-            loss.backward(inputs=params, retain_graph=keep_graph)
+        if params:       # (a stacked ensemble's loss has one entry per member: their sum, each member's own gradient)
+            loss.sum().backward(inputs=params, retain_graph=keep_graph)
         for o in opts:
             o.step()
 
-    def step(self, x: torch.Tensor, ctx: StepContext) -> dict[str, float]:
-        c, m = self.cfg, self.model
+    # pieces of the step that use the weights (one member each in a stacked ensemble: per_member)
+    def _start_clipping(self) -> torch.Tensor:
+        """Start the prior's variance clipping; returns the number of latent dimensions whose range is empty."""
+        prior = self.model.prior
+        prior.start_variance_clipping()
+        return (prior.clip_hi == prior.clip_lo).sum()
+
+    def _prior_draw(self, x: torch.Tensor):
+        """The prior now, detached, and the noise of one draw per example of ``x`` from it."""
+        prior = self.model.prior().detach()
+        return prior, prior.noise((x.shape[0],), self.model.shard)
+
+    def _prior_now(self) -> Distribution:
+        """The prior now, detached."""
+        return self.model.prior().detach()
+
+    def _decode_prior(self, draw, prior: Optional[Distribution] = None):
+        """(prior, D(z)) for the prior batch's noise ``draw``, through ``prior`` (None: the model's
+        prior, with gradient)."""
+        prior = self.model.prior() if prior is None else prior
+        return prior, self.model.decode(prior.reparameterize(draw)).mean
+
+    def step(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        c, m, each = self.cfg, self.model, self.per_member
         self._maybe_convert(ctx)
         if c.vae_only or ctx.in_warmup:
-            loss, metrics = self.vae_loss(x)
+            loss, metrics = each(self.vae_loss, x)
             self._opt_step(ctx, ["encoder", "decoder", "prior"], loss)
             return metrics
         has_params = bool(self.prior_parameters())
@@ -262,8 +293,7 @@ class SoftIntroVAE(Objective):
         # clipping only when the prior learns: the soft clip is not the identity near the bounds, and a
         # fixed prior must stay the one fitted during the warm-up (as the authors' code does)
         if c.variance_clipping and prior_learns and hasattr(m.prior, "start_variance_clipping") and not bool(m.prior.clip_on):
-            m.prior.start_variance_clipping()
-            frozen_dims = int((m.prior.clip_hi == m.prior.clip_lo).sum())
+            frozen_dims = int(each(self._start_clipping).max())
             if frozen_dims:
                 warnings.warn(f"variance clipping started with equal log-variances in {frozen_dims} latent dimension(s); "
                               "their variances stay fixed from now on (set sintro.variance_clipping = false, or start "
@@ -271,33 +301,28 @@ class SoftIntroVAE(Objective):
         learns = {k: has_params and c.prior_player == k for k in ("encoder", "decoder")}
         # one prior batch per iteration, reused by both steps
         with torch.no_grad():
-            prior_sg = m.prior()
-            draw = prior_sg.noise((x.shape[0],), m.shard)   # one prior draw, reparameterised in both steps
-        prior_sg = prior_sg.detach()
+            prior_sg, draw = each(self._prior_draw, x)   # one prior draw, reparameterised in both steps
         # The decoder does not move before the decoder step, so one decoding of the prior batch, with
         # its graph, serves both steps, unless the decoder step's prior differs from the one now: it
         # learned in the encoder step, or it learns with the decoder through the encoder (a VampPrior
         # encodes its pseudo-inputs, and the encoder step changes the encoder).
         shared = not learns["encoder"] and not (learns["decoder"] and m.prior.encodes_inputs)
         if shared:
-            prior_d = m.prior() if learns["decoder"] else prior_sg
-            fake_d = m.decode(prior_d.reparameterize(draw)).mean
+            prior_d, fake_d = each(self._decode_prior, draw, None if learns["decoder"] else prior_sg)
             fake = fake_d.detach()
         else:
             with torch.no_grad():
-                fake = m.decode(prior_sg.reparameterize(draw)).mean
-        prior_e = m.prior() if learns["encoder"] else prior_sg
-        loss_e, rec, q, metrics = self.encoder_loss(x, prior_e, fake)
+                fake = each(self._decode_prior, draw, prior_sg)[1]
+        loss_e, rec, q, metrics = each(self.encoder_loss, x, None if learns["encoder"] else prior_sg, fake)
         # rec = D(z_r) keeps its graph: the decoder step's gradient to the decoder goes through it again
         self._opt_step(ctx, ["encoder"] + (["prior"] if learns["encoder"] else []), loss_e, keep_graph=True)
         del loss_e                    # the rest of the encoder step's graph goes now
         if learns["encoder"]:         # the prior moved in the encoder step: the decoder sees the new one
             with torch.no_grad():
-                prior_sg = m.prior().detach()
+                prior_sg = each(self._prior_now)
         if not shared:
-            prior_d = m.prior() if learns["decoder"] else prior_sg
-            fake_d = m.decode(prior_d.reparameterize(draw)).mean
-        loss_d, dmetrics = self.decoder_loss(x, rec, q, prior_d, prior_sg, fake_d)
+            prior_d, fake_d = each(self._decode_prior, draw, None if learns["decoder"] else prior_sg)
+        loss_d, dmetrics = each(self.decoder_loss, x, rec, q, prior_sg, fake_d, prior_d if learns["decoder"] else None)
         self._opt_step(ctx, ["decoder"] + (["prior"] if learns["decoder"] else []), loss_d)
         return {**metrics, **dmetrics}
 

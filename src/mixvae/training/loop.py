@@ -293,6 +293,7 @@ class Trainer:
                         metrics = self.objective.step(x.to(self.device), ctx)
                 finally:
                     model.shard = WHOLE           # validation and evaluation see whole batches
+                metrics = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
                 bad = self._check_finite(metrics, s.step)
                 if parallel.any_process(bad is not None):
                     bad = bad or f"step {s.step}: a loss term is not finite in another process"
