@@ -236,6 +236,33 @@ def _time_previous_and_today(libs: dict, rounds: int, calls: int, check_steps: i
             "calls": rounds * calls, "max_relative_loss_difference": diff, "check_steps": check_steps}
 
 
+def interleaved_ensemble_ratio(members: int = 3, rounds: int = 10, calls: int = 2, check_steps: int = 2,
+                               threads: int = 1) -> dict:
+    """Several seeds in one process: the learned-prior 2D iteration of ``members`` seeds as one
+    stacked ensemble (mixvae.training.ensemble) against the same iterations run one after the
+    other, timed alternately (as :func:`interleaved_ratio`) in fp32 on ``threads`` threads. First
+    both take ``check_steps`` steps from the same weights and random states, and the largest
+    relative difference between each member's losses and its separate run's is returned too."""
+    import workloads
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        separate, stacked, states = workloads.sintro_2d_members(members)
+        gpu = torch.get_default_device().type == "cuda"
+        losses = []
+        for step, state in zip(separate, states):
+            (torch.cuda.set_rng_state if gpu else torch.set_rng_state)(state)
+            losses.append([{k: float(v) for k, v in step().items()} for _ in range(check_steps)])
+        together = [stacked() for _ in range(check_steps)]
+        diff = max(abs(together[t][f"seed{m}/{k}"] - v) / max(abs(v), 1e-12)
+                   for m, rows in enumerate(losses) for t, row in enumerate(rows) for k, v in row.items())
+        med = alternate_medians({"separate": lambda: [f() for f in separate], "ensemble": stacked}, rounds, calls)
+    finally:
+        torch.set_num_threads(before)
+    return {"members": members, "ratio": med["separate"] / med["ensemble"], "ms": med, "calls": rounds * calls,
+            "threads": threads, "max_relative_loss_difference": diff, "check_steps": check_steps}
+
+
 def profile(name: str) -> None:
     """Where one workload's time goes (operators by self CPU time over 3 calls, after a warm-up)."""
     import workloads
@@ -304,6 +331,8 @@ def run(only: str | None, device: str = "cpu", tiny: bool = False, precisions=("
                                            for k in ("vae_vampprior", "vae_standard") if k in by}
     if "sintro_2d" in by and not tiny and device == "cpu":   # today's learned-prior 2D iteration against PREVIOUS
         res["sintro_2d_over_previous"] = in_fresh_process("previous:sintro_2d", device)
+    if "sintro_2d" in by and not tiny:   # several seeds in one process against one after the other
+        res["ensemble_2d"] = in_fresh_process("ensemble", device)
     if device != "cpu":
         res["projections"] = {p: projections({r["key"]: r for r in rows if r["precision"] == p}) for p in precisions}
     return res
@@ -397,6 +426,14 @@ def table(res: dict) -> str:
                       f"({prev['ms']['previous']:.2f} / {prev['ms']['today']:.2f} ms, medians of {prev['calls']} calls "
                       f"each, {prev['threads']} thread(s)); their losses over {prev['check_steps']} steps "
                       f"from one initial state differ by at most {prev['max_relative_loss_difference']:.1e} (relative)."]
+    ens = res.get("ensemble_2d")
+    if ens:
+        lines += ["", f"Several seeds in one process (a stacked ensemble, `mixvae train --seeds`): the learned-prior 2D "
+                      f"iteration of {ens['members']} seeds as one ensemble runs at **{ens['ratio']:.2f}x** the speed of the "
+                      f"{ens['members']} separate iterations, timed alternately in one process ({ens['ms']['ensemble']:.2f} / "
+                      f"{ens['ms']['separate']:.2f} ms, medians of {ens['calls']} calls each, {ens['threads']} thread(s), fp32); "
+                      f"over {ens['check_steps']} steps each member's losses differ from its separate run's by at most "
+                      f"{ens['max_relative_loss_difference']:.1e} (relative)."]
     for p, pr in (res.get("projections") or {}).items():
         if pr:
             lines += ["", f"Projected wall time on this device in {p} (upper bounds, training steps only): VampPrior "
@@ -430,6 +467,8 @@ def main() -> None:
         out = (interleaved_ratio(*rest.split(":")) if kind == "ratio" else
                interleaved_precision_ratio(rest) if kind == "precision" else
                interleaved_previous_ratio() if kind == "previous" else
+               interleaved_ensemble_ratio(threads=1 if args.device == "cpu" else torch.get_num_threads())
+               if kind == "ensemble" else
                worker(args.worker, args.device, args.tiny, args.precision[0]))
         print(json.dumps(out))
         return

@@ -137,6 +137,32 @@ def sintro_2d_vanilla() -> Workload:
     return Workload("Soft-IntroVAE 2D iteration, standard prior (batch 512)", fn, note="MLP 2-256x4-2, exact KLs")
 
 
+def sintro_2d_members(members: int):
+    """The learned-prior 2D iteration of ``members`` seeds: (one step of each separately, one step of
+    all as a stacked ensemble, each member's initial random state). Member m's weights come from
+    seed m; its separate step draws from the global generator, set to its state by the caller."""
+    import copy
+    import types
+    import mixvae
+    from mixvae.training.ensemble import Ensemble, rng_generator
+    separate, runs, states, xs = [], [], [], []
+    for m in range(members):
+        for into in (separate, runs):
+            obj, cfg, data, x = sintro_2d_parts(mixvae)
+            torch.manual_seed(m)
+            with torch.no_grad():                      # each member its own weights
+                for p in obj.model.parameters():
+                    p.add_(0.01 * torch.randn_like(p))
+            cfg = copy.deepcopy(cfg)
+            cfg.seed = m
+            into.append((obj, cfg))
+        states.append(rng_generator(x.device))
+        xs.append(x)
+    ens = Ensemble([types.SimpleNamespace(cfg=c, objective=o, model=o.model) for o, c in runs], states)
+    steps = [plain_step(mixvae, o, c, x) for (o, c), x in zip(separate, xs)]
+    return steps, plain_step(mixvae, ens, runs[0][1], torch.stack(xs)), [g.get_state() for g in states]
+
+
 # The implementation of the learned-prior 2D iteration when the speed issue was filed (issue 19):
 # `make bench` times today's against it, both in one process, alternately.
 PREVIOUS = "338d7f5"

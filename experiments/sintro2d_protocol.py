@@ -18,6 +18,12 @@ one is training (their folders' locks) and takes the next. The table
     python experiments/sintro2d_protocol.py --table-only                # rewrite TABLE.md
     python experiments/sintro2d_protocol.py --status                    # each cell's step, the time left
     python experiments/sintro2d_protocol.py --verify                    # re-evaluate the finished cells
+    python experiments/sintro2d_protocol.py --stack                     # each row's new seeds in one process
+
+``--stack`` trains the seeds of a row that have not started as one stacked ensemble (``mixvae
+train --seeds``; each member ends where its separate run would, to float rounding), in
+``<results>/ensembles/<row>``, then finishes each seed's cell as above. It pays on a GPU; on a
+CPU it runs at about the speed of the separate runs (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +41,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.app import bench2d, runs  # noqa: E402
 from mixvae.app.grid import (cell_progress, continue_cell, finish_cell, is_finished, needs_training,  # noqa: E402
-                             write_table)
+                             pack_cell, write_table)
+from mixvae.config import load_config  # noqa: E402
 
 RESULTS = ROOT / "results" / "2d_protocol"
 OVERRIDES = ["train.threads=1"]
@@ -138,6 +146,8 @@ def main(argv=None) -> None:
     ap.add_argument("--status", action="store_true", help="print each cell's progress and the time left, then stop")
     ap.add_argument("--verify", action="store_true",
                     help="re-evaluate each finished cell from its weights and compare with its eval.json, then stop")
+    ap.add_argument("--stack", action="store_true",
+                    help="train each row's seeds that have not started in one process, as a stacked ensemble")
     args = ap.parse_args(argv)
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo
     budget = bench2d.Budget(args.iterations, args.warmup)
@@ -148,10 +158,16 @@ def main(argv=None) -> None:
         return
     if args.verify:
         sys.exit(0 if verify(cells, args.results, args.iterations, args.data_dir) else 1)
+    if args.stack and not args.table_only:
+        for data in args.datasets:
+            for method in args.methods:
+                stack_row(data, method, args.seeds, args, budget, grid_table)
     for seed, data, method in [] if args.table_only else cells:
         name = cell_name(data, method, seed, args.iterations)
         folder = args.results / "cells" / name
         if not needs_training(folder, args.pack):
+            continue
+        if seed in stacked_seeds(args.results, data, method, args.iterations):   # an ensemble trains it (--stack)
             continue
         if runs.holder_of(folder) is not None:     # another process trains it: take the next cell
             print(f"{name}: trained by process {runs.holder_of(folder)}, skipped", file=sys.stderr)
@@ -162,12 +178,58 @@ def main(argv=None) -> None:
         meta = {"data": data, "method": method, "seed": seed, "iterations": args.iterations, "warmup": budget.warmup,
                 "command": f"{SCRIPT} --datasets {data} --methods {method} --seeds {seed}{results_arg(args.results)}",
                 "train_command": f"mixvae train {preset.as_posix()} " + " ".join(f"--set {o}" for o in overrides)}
-        r = finish_cell(folder, lambda f: measure(f, args.data_dir), meta, args.data_dir)
-        print(f"{name}: KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "
-              f"({r['train_seconds'] / 60:.0f} min training)", file=sys.stderr)
-        write_table(args.results, grid_table)
+        finish(folder, meta, args, grid_table)
     if not args.pack:
         print(write_table(args.results, grid_table))
+
+
+def finish(folder: Path, meta: dict, args, grid_table) -> None:
+    """Evaluate a trained cell, keep its results (grid.finish_cell), report it and rewrite the table."""
+    r = finish_cell(folder, lambda f: measure(f, args.data_dir), meta, args.data_dir)
+    print(f"{folder.name}: KL {r['kl']:.3f}, JSD {r['jsd']:.3f}, gnELBO {r['gnelbo']:.2f} "
+          f"({r['train_seconds'] / 60:.0f} min training)", file=sys.stderr)
+    write_table(args.results, grid_table)
+
+
+def ensemble_folder(results: Path, data: str, method: str, iterations: int) -> Path:
+    return results / "ensembles" / f"{data}-{method}-{iterations}it"
+
+
+def stacked_seeds(results: Path, data: str, method: str, iterations: int) -> list[int]:
+    """The seeds of the row that an ensemble under way (--stack) trains."""
+    marker = ensemble_folder(results, data, method, iterations) / "seeds.json"
+    return json.loads(marker.read_text())["seeds"] if marker.is_file() else []
+
+
+def stack_row(data: str, method: str, seeds: list[int], args, budget, grid_table) -> None:
+    """--stack: the row's seeds whose cells have not started (or its ensemble, if one is under way)
+    trained in one process (runs.train_seeds) in ``<results>/ensembles/<row>``, then finished."""
+    work = ensemble_folder(args.results, data, method, args.iterations)
+    resume = (work / "seeds.json").is_file()
+    if resume:
+        seeds = json.loads((work / "seeds.json").read_text())["seeds"]
+    else:
+        seeds = [s for s in seeds if cell_progress(args.results / "cells" / cell_name(data, method, s, args.iterations))
+                 == ("new", 0) and not (args.results / "cells" / cell_name(data, method, s, args.iterations)).exists()]
+    if args.pack:
+        if (work / "checkpoints").is_dir():
+            pack_cell(work)
+        return
+    if len(seeds) < 2 or runs.holder_of(work) is not None:
+        return
+    folders = [args.results / "cells" / cell_name(data, method, s, args.iterations) for s in seeds]
+    preset = Path("configs/sintro") / bench2d.preset_path(Path("."), data, method).name
+    overrides = budget.overrides(preset) + OVERRIDES + args.overrides
+    cfg = load_config(preset, overrides)
+    runs.train_seeds(cfg, seeds, folders, work, args.data_dir, resume=resume, evaluate_after=False)
+    shutil.rmtree(work)          # every member's state is in its cell now
+    for seed, folder in zip(seeds, folders):
+        meta = {"data": data, "method": method, "seed": seed, "iterations": args.iterations, "warmup": budget.warmup,
+                "command": f"{SCRIPT} --datasets {data} --methods {method} --seeds {' '.join(map(str, seeds))} "
+                           f"--stack{results_arg(args.results)}",
+                "train_command": f"mixvae train {preset.as_posix()} --seeds {' '.join(map(str, seeds))} "
+                                 + " ".join(f"--set {o}" for o in overrides)}
+        finish(folder, meta, args, grid_table)
 
 
 if __name__ == "__main__":

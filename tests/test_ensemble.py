@@ -74,7 +74,7 @@ def test_each_member_ends_where_the_separate_run_of_its_seed_ends(variant):
     and every logged term of each member within 1e-5 of its separate run."""
     opts = dict(VARIANTS[variant])
     cfg = cfg_2d(opts.pop("prior", "vampprior"), **opts)
-    ens, data, first = ensemble.prepare_members(cfg, SEEDS)
+    ens, data, first = runs.prepare_seeds(cfg, SEEDS)
     trainer = Trainer(first.cfg, ens, data, None, progress=False)
     trainer.fit()
     stacked = first.model.state_dict()
@@ -163,4 +163,4 @@ def test_an_ensemble_of_an_objective_not_written_for_it_is_refused(tmp_path, cap
     assert "train.objective = 'elbo' cannot train several seeds in one process" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
     with pytest.raises(UserError, match="distinct seeds"):
-        ensemble.prepare_members(cfg_2d(), [3, 3])
+        runs.prepare_seeds(cfg_2d(), [3, 3])

@@ -159,6 +159,26 @@ def test_2d_protocol_script_tiny_keeps_cells_that_mixvae_eval_reproduces(tmp_pat
     assert proc.returncode == 1 and "rings-learned_prior-16it-seed7: DIFFERS (largest relative difference 1.0e-03" in proc.stdout
 
 
+def test_2d_protocol_script_stack_trains_a_rows_seeds_as_their_separate_cells(tmp_path):
+    """--stack: the learned-prior row's two new seeds train as one ensemble and leave the cells
+    (figures to 1e-5, the recorded commands naming --stack / --seeds) that separate training leaves."""
+    base = [sys.executable, str(ROOT / "experiments" / "sintro2d_protocol.py"), "--datasets", "rings", "--methods",
+            "learned_prior", "--seeds", "7", "8", "--iterations", "12", "--warmup", "5",
+            "--set", "eval.toy_grid=32", "--set", "data.epoch_size=6"]
+    for name, extra in (("stacked", ["--stack"]), ("separate", [])):
+        proc = subprocess.run(base + ["--results", str(tmp_path / name)] + extra, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "stacked" / "ensembles").exists() or not any((tmp_path / "stacked" / "ensembles").iterdir())
+    for seed in (7, 8):
+        cell = f"cells/rings-learned_prior-12it-seed{seed}/eval.json"
+        stacked, alone = (json.loads((tmp_path / n / cell).read_text()) for n in ("stacked", "separate"))
+        for k in ("kl", "jsd", "kl_mass", "gnelbo"):
+            assert stacked[k] == pytest.approx(alone[k], rel=1e-5), k
+        assert "--seeds 7 8 --stack" in stacked["command"] and "--seeds 7 8 --set" in stacked["train_command"]
+        assert stacked["steps"] == 12 and stacked["best_valid_loss"] is None
+
+
 def test_2d_protocol_script_leaves_a_cell_another_process_trains(tmp_path):
     """Two processes of the protocol script share the cells: one whose folder is locked by another
     live process is skipped (named on stderr), the next one is trained."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -256,7 +257,8 @@ def finish_cell(folder: Path, evaluate: Callable[[Path], dict], meta: Optional[d
     loop = load_checkpoint(folder / "checkpoints" / "latest.pt")["loop"]
     per_epoch = run.data.steps_per_epoch(run.cfg.train.batch_size)
     summary = {"steps": loop["step"], "epochs": round(loop["step"] / per_epoch, 2),
-               "best_epoch": round(loop["best_step"] / per_epoch, 2), "best_valid_loss": loop["best_loss"],
+               "best_epoch": round(loop["best_step"] / per_epoch, 2),
+               "best_valid_loss": loop["best_loss"] if math.isfinite(loop["best_loss"]) else None,
                "stop_reason": loop["stop_reason"] or "budget reached",
                "early_stop_epoch": round(loop["step"] / per_epoch, 2) if loop["stop_reason"] else None,
                "train_seconds": round(loop["seconds"], 1), "train_threads": run.cfg.train.threads,

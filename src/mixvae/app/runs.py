@@ -531,13 +531,31 @@ def evaluate_fid(run: Run, n: int, split: str, proc: ProcessInfo = ProcessInfo()
             "fid_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def prepare_seeds(cfg: Config, seeds: list[int], data_dir=None, data: Optional[Dataset] = None):
+    """The runs of ``cfg`` at each of ``seeds``, each prepared as its separate run would be (its
+    seed's weights, and the random state its preparation leaves, captured as the member's stream),
+    as one stacked ensemble: (ensemble, data whose batches are stacked by seed, the first run,
+    whose model now holds every member's weights)."""
+    from ..training import ensemble
+    members, generators = [], []
+    for s in seeds:
+        member_cfg = copy.deepcopy(cfg)
+        member_cfg.seed = int(s)
+        run = prepare(member_cfg, data_dir, data=data)
+        data = run.data
+        members.append(run)
+        generators.append(ensemble.rng_generator(run.device))
+    ens = ensemble.Ensemble(members, generators)
+    return ens, ensemble.StackedBatches(data, ens.seeds), members[0]
+
+
 def train_seeds(cfg: Config, seeds: list[int], outs: list[Path], work: Path, data_dir=None, resume: bool = False,
                 progress: bool = True, evaluate_after: bool = True) -> list[dict]:
     """Train ``cfg`` at each of ``seeds`` in one process, as a stacked ensemble
     (:mod:`mixvae.training.ensemble`), in the run folder ``work`` (checkpoints, metrics; resumable
     like any run with ``resume``); then give each member the run folder ``outs[i]`` its separate
-    run would have left (config.yaml with its seed, its checkpoint, its rows of metrics.jsonl) and
-    evaluate it there, as ``train`` does. Returns the members' summaries; their ``train_seconds``
+    run would have left (config.yaml with its seed, its checkpoint, its rows of metrics.jsonl, and
+    seeds.json naming the ensemble) and evaluate it there, as ``train`` does. Returns the members' summaries; their ``train_seconds``
     is the ensemble's, shared by all members."""
     from dataclasses import replace
     from ..training import ensemble
@@ -551,7 +569,7 @@ def train_seeds(cfg: Config, seeds: list[int], outs: list[Path], work: Path, dat
     if not resume:
         check_new_run_dir(work)
     try:
-        ens, data, first = ensemble.prepare_members(cfg, seeds, data_dir)
+        ens, data, first = prepare_seeds(cfg, seeds, data_dir)
         if not resume:
             check_training_data(cfg.model.likelihood, data, "model.likelihood")
             lock = create_run_dir(first, work, data_dir)
@@ -578,10 +596,13 @@ def train_seeds(cfg: Config, seeds: list[int], outs: list[Path], work: Path, dat
         member_cfg = copy.deepcopy(first.cfg)
         member_cfg.seed = seed
         if resume and out.is_dir():      # written from an earlier state of this ensemble: written again
-            if holder_of(out):
-                raise UserError(f"run folder {out} is being written by another mixvae process (pid {holder_of(out)})")
+            mine = (out / "seeds.json").is_file() and json.loads((out / "seeds.json").read_text())["seeds"] == ens.seeds
+            if not mine or holder_of(out):
+                raise UserError(f"run folder {out} exists and is not a member of the ensemble in {work} (or another "
+                                "process writes it); move it away to let the ensemble write its member there")
             shutil.rmtree(out)
         with create_run_dir(replace(first, cfg=member_cfg), out, data_dir):
+            shutil.copy(work / "seeds.json", out / "seeds.json")    # trained as a member of these seeds' ensemble
             save_checkpoint(ensemble.member_state(final, i), out / "checkpoints" / "latest.pt")
             with open(out / "metrics.jsonl", "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in ensemble.member_records(records, seed))

@@ -1,7 +1,7 @@
 """Several seeds of one configuration trained in one process: a stacked ensemble.
 
 :class:`Ensemble` takes the M runs of one config that differ only in ``seed``, each prepared as
-its separate run would be (``runs.prepare``: its seed's initial weights and random state), and
+its separate run would be (``app.runs.prepare_seeds``: its seed's weights and random state), and
 stacks their weights into the first run's model: every floating-point parameter and buffer gains
 a leading member dimension (M, ...); other buffers (flags, counters) must agree and stay shared.
 It is an :class:`Objective` that the one training loop drives like any other: one optimizer per
@@ -33,7 +33,7 @@ from ..members import Members, stack_into
 from ..objectives.base import Objective, StepContext
 
 
-def _rng_generator(device: torch.device) -> torch.Generator:
+def rng_generator(device: torch.device) -> torch.Generator:
     """A generator in the state of the global one of ``device`` now (what a separate run draws from)."""
     g = torch.Generator(device=device)
     g.set_state(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
@@ -117,22 +117,6 @@ class Ensemble(Objective):
             g.set_state(s)
 
 
-def prepare_members(cfg, seeds: list[int], data_dir=None, data=None):
-    """The runs of ``cfg`` at each of ``seeds`` prepared as separate runs would be, and the
-    :class:`Ensemble` of them: (ensemble, data stacked by seed, the first run)."""
-    from ..app import runs as runs_mod
-    members, generators = [], []
-    for s in seeds:
-        member_cfg = copy.deepcopy(cfg)
-        member_cfg.seed = int(s)
-        run = runs_mod.prepare(member_cfg, data_dir, data=data)
-        data = run.data
-        members.append(run)
-        generators.append(_rng_generator(run.device))
-    ens = Ensemble(members, generators)
-    return ens, StackedBatches(data, ens.seeds), members[0]
-
-
 class StackedBatches:
     """A data set whose training batches are the members' batches stacked, (M, B, ...): member m
     gets what a separate run with seed ``seeds[m]`` would (the loop's own seed is ignored). Every
@@ -143,6 +127,7 @@ class StackedBatches:
 
     def train_batches(self, seed: int, epoch: int, batch_size: int, start: int = 0,
                       rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
+        """Each member's batches ``start..`` of ``epoch`` (``Dataset.train_batches`` at its seed), stacked: (M, B, ...)."""
         streams = [self.data.train_batches(s, epoch, batch_size, start, rank, world) for s in self.seeds]
         for xs in zip(*streams):
             yield torch.stack(xs)
