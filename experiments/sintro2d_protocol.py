@@ -220,9 +220,9 @@ def stack_row(data: str, method: str, seeds: list[int], args, budget, grid_table
     folders = [args.results / "cells" / cell_name(data, method, s, args.iterations) for s in seeds]
     preset = Path("configs/sintro") / bench2d.preset_path(Path("."), data, method).name
     overrides = budget.overrides(preset) + OVERRIDES + args.overrides
-    cfg = load_config(preset, overrides)
-    runs.train_seeds(cfg, seeds, folders, work, args.data_dir, resume=resume, evaluate_after=False)
-    shutil.rmtree(work)          # every member's state is in its cell now
+    if not (resume and all((f / "seeds.json").is_file() for f in folders)):   # else: trained, members written
+        runs.train_seeds(load_config(preset, overrides), seeds, folders, work, args.data_dir, resume=resume,
+                         evaluate_after=False)
     for seed, folder in zip(seeds, folders):
         meta = {"data": data, "method": method, "seed": seed, "iterations": args.iterations, "warmup": budget.warmup,
                 "command": f"{SCRIPT} --datasets {data} --methods {method} --seeds {' '.join(map(str, seeds))} "
@@ -230,6 +230,7 @@ def stack_row(data: str, method: str, seeds: list[int], args, budget, grid_table
                 "train_command": f"mixvae train {preset.as_posix()} --seeds {' '.join(map(str, seeds))} "
                                  + " ".join(f"--set {o}" for o in overrides)}
         finish(folder, meta, args, grid_table)
+    shutil.rmtree(work)          # every member's cell is finished
 
 
 if __name__ == "__main__":

@@ -96,9 +96,9 @@ def test_member_streams_are_the_separate_runs_streams():
     normals and mixture components equal those of torch.randn / torch.multinomial after seeding."""
     lin = torch.nn.Linear(2, 3)
     gens = [torch.Generator().manual_seed(s) for s in SEEDS]
-    stacked = members.stack_into(lin, [torch.nn.Linear(2, 3) for _ in SEEDS[1:]])
+    members.stack_into(lin, [torch.nn.Linear(2, 3) for _ in SEEDS[1:]])
     probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    got = Members({"lin": lin}, stacked, gens).map(
+    got = Members({"lin": lin}, gens).map(
         lambda x: (members.normal((5, 2)), members.multinomial(probs, 7), members.normal((3,)) + 0 * x),
         torch.zeros(len(SEEDS), 1))
     for i, s in enumerate(SEEDS):
@@ -114,9 +114,9 @@ def test_code_vmap_cannot_batch_runs_member_by_member_with_its_own_gradients():
     torch.manual_seed(0)
     z, lw, m, lv = (torch.randn(3, *s, requires_grad=True) for s in ((50, 2), (4,), (4, 2), (4, 2)))
     lin = torch.nn.Linear(1, 1)
-    gens = [torch.Generator() for _ in range(3)]
-    out = Members({"lin": lin}, members.stack_into(lin, [torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)]), gens).map(
-        lambda *a: DiagonalGaussianMixture(a[1], a[2], a[3]).log_prob(a[0]), z, lw, m, lv)
+    members.stack_into(lin, [torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)])
+    each = Members({"lin": lin}, [torch.Generator() for _ in range(3)])
+    out = each.map(lambda *a: DiagonalGaussianMixture(a[1], a[2], a[3]).log_prob(a[0]), z, lw, m, lv)
     grads = torch.autograd.grad(out.sum(), (z, lw, m, lv))
     for i in range(3):
         leaves = [t[i].detach().requires_grad_() for t in (z, lw, m, lv)]
@@ -124,6 +124,8 @@ def test_code_vmap_cannot_batch_runs_member_by_member_with_its_own_gradients():
         torch.testing.assert_close(out[i], plain, rtol=0, atol=0)
         for g, p in zip(grads, torch.autograd.grad(plain.sum(), leaves)):
             torch.testing.assert_close(g[i], p, rtol=1e-6, atol=1e-7)
+    fixed = each.map(lambda x: x + mixture_log_prob(z[0], lw[0], m[0], lv[0]).sum(), torch.zeros(3))   # unbatched
+    torch.testing.assert_close(fixed, mixture_log_prob(z[0], lw[0], m[0], lv[0]).sum().expand(3))
     with pytest.raises(RuntimeError):   # without a member map, vmap is refused the global stream
         vmap(lambda x: x + torch.randn(2))(torch.zeros(3, 2))
 
@@ -164,3 +166,50 @@ def test_an_ensemble_of_an_objective_not_written_for_it_is_refused(tmp_path, cap
     assert not (tmp_path / "o").exists()
     with pytest.raises(UserError, match="distinct seeds"):
         runs.prepare_seeds(cfg_2d(), [3, 3])
+
+
+@pytest.mark.parametrize("setting, says", [("train.precision=bf16", "train.precision = 'bf16'"),
+                                           ("train.optimizer=adam-normgrad", "train.optimizer = 'adam-normgrad'"),
+                                           ("train.patience=2", "train.patience = 2")])
+def test_settings_the_members_could_not_follow_alone_are_refused(tmp_path, capsys, setting, says):
+    save_config(cfg_2d(), tmp_path / "cfg.yaml")
+    out = tmp_path / "o"
+    assert main(["train", str(tmp_path / "cfg.yaml"), "--seeds", "1", "2", "--set", setting, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"several seeds in one process: {says}" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_member_trained_on_alone_is_never_overwritten_and_the_ensemble_folder_is_named(tmp_path, capsys):
+    save_config(cfg_2d(steps=6), tmp_path / "cfg.yaml")
+    out = tmp_path / "s"
+    assert main(["train", str(tmp_path / "cfg.yaml"), "--seeds", "3", "4", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "--resume", str(out / "seed3"), "--set", "train.max_steps=9", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--set", "train.max_steps=8", "--quiet"]) == 2
+    assert "trained on alone since" in capsys.readouterr().err
+    assert json.loads((out / "seed3" / "eval.json").read_text())["steps"] == 9
+    for cmd in (["eval", str(out / "ensemble")], ["train", "--resume", str(out / "ensemble")]):
+        assert main(cmd + ["--quiet"]) == 2
+        assert f"resume them with --resume {out}" in capsys.readouterr().err
+
+
+def test_stacking_keeps_shared_tensors_shared_and_maps_non_persistent_buffers():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(2, 2)
+            self.b = torch.nn.Linear(2, 2)
+            self.b.weight = self.a.weight                       # tied
+            self.register_buffer("scale", torch.rand(2), persistent=False)
+
+        def forward(self, x):
+            return self.b(self.a(x)) * self.scale
+
+    nets = [Net() for _ in range(3)]
+    want = [n(torch.ones(2)) for n in nets]
+    members.stack_into(nets[0], nets[1:])
+    assert nets[0].a.weight is nets[0].b.weight and nets[0].scale.shape == (3, 2)
+    got = Members({"net": nets[0]}, [torch.Generator() for _ in range(3)]).map(
+        lambda x: nets[0](x), torch.ones(3, 2))
+    torch.testing.assert_close(got, torch.stack(want))

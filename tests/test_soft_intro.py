@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from mixvae.app import runs
 from mixvae.config import config_from_dict
+from mixvae.errors import UserError
 from mixvae.objectives.soft_intro import SoftIntroConfig
 from mixvae.distributions import DiagonalGaussian, DiagonalGaussianMixture
 from mixvae.models import VAE, LikelihoodHead
@@ -362,3 +363,8 @@ def test_a_fixed_prior_is_not_clipped_and_rollback_undoes_a_conversion():
     run.objective.load_state_dict({"converted": False})            # a rollback to before the conversion
     assert run.model.prior is vamp and isinstance(run.model.prior, VampPrior)
     assert "prior" in run.objective.players()
+
+
+def test_an_exponent_of_zero_is_refused_in_one_sentence():
+    with pytest.raises(UserError, match=r"sintro\.alpha"):
+        sintro_cfg(alpha=0.0)

@@ -29,8 +29,8 @@ def active() -> bool:
 
 # ------------------------------------------------------------------ random numbers, per member
 @torch.library.custom_op("mixvae::member_normal", mutates_args=())
-def _member_normal(token: torch.Tensor, shape: list[int]) -> torch.Tensor:
-    return torch.randn(shape, generator=_generators[int(token)], device=token.device)
+def _member_normal(token: torch.Tensor, shape: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.randn(shape, generator=_generators[int(token)], dtype=dtype, device=device)
 
 
 def _outside_vmap():
@@ -40,9 +40,9 @@ def _outside_vmap():
 
 
 @_member_normal.register_vmap
-def _member_normal_vmap(info, in_dims, token, shape):
-    with _outside_vmap():
-        return torch.stack([torch.randn(shape, generator=_generators[i], device=token.device)
+def _member_normal_vmap(info, in_dims, token, shape, dtype, device):
+    with _outside_vmap():       # (the tokens live on the CPU: reading them never waits for a GPU)
+        return torch.stack([torch.randn(shape, generator=_generators[i], dtype=dtype, device=device)
                             for i in token.tolist()]), 0
 
 
@@ -56,16 +56,16 @@ def _member_multinomial_vmap(info, in_dims, token, probs, n):
     rows = probs.movedim(in_dims[1], 0) if in_dims[1] is not None else None
     with _outside_vmap():
         return torch.stack([torch.multinomial(probs if rows is None else rows[j], n, replacement=True,
-                                          generator=_generators[i]) for j, i in enumerate(token.tolist())]), 0
+                                              generator=_generators[i]) for j, i in enumerate(token.tolist())]), 0
 
 
 def normal(shape, dtype=None, device=None) -> torch.Tensor:
     """Standard normals of ``shape``: from the global generator (``torch.randn``), or inside
-    :meth:`Members.map` from each member's generator."""
+    :meth:`Members.map` from each member's generator (on its device)."""
     if _token is None:
         return torch.randn(tuple(shape), dtype=dtype, device=device)
-    out = _member_normal(_token, [int(s) for s in shape])
-    return out if dtype is None else out.to(dtype)
+    return _member_normal(_token, [int(s) for s in shape], dtype or torch.get_default_dtype(),
+                          torch.device(device) if device is not None else _generators[0].device)
 
 
 def multinomial(probs: torch.Tensor, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -83,8 +83,8 @@ class _OneByOne(torch.autograd.Function):
     graph as they would outside vmap, so the Function's own backward is never reached."""
 
     @staticmethod
-    def forward(grad_mode, fn, *args):
-        return fn(*args)
+    def forward(grad_mode, fn, *args):      # (reached when no argument is batched: one plain call serves all)
+        return _plain(fn, *args)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -96,15 +96,20 @@ class _OneByOne(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, grad_mode, fn, *args):
-        global _token
         rows = [a.movedim(d, 0) if d is not None else None for a, d in zip(args, in_dims[2:])]
-        inside, _token = _token, None          # fn sees plain tensors, as in a separate run
-        try:
-            with torch.set_grad_enabled(grad_mode):
-                return torch.stack([fn(*(a if r is None else r[i] for a, r in zip(args, rows)))
-                                    for i in range(info.batch_size)]), 0
-        finally:
-            _token = inside
+        with torch.set_grad_enabled(grad_mode):
+            return torch.stack([_plain(fn, *(a if r is None else r[i] for a, r in zip(args, rows)))
+                                for i in range(info.batch_size)]), 0
+
+
+def _plain(fn: Callable, *args):
+    """``fn(*args)`` as outside any map (its mixtures, branches and kernels as in a separate run)."""
+    global _token
+    inside, _token = _token, None
+    try:
+        return fn(*args)
+    finally:
+        _token = inside
 
 
 def one_by_one(fn: Callable, *args) -> torch.Tensor:
@@ -129,16 +134,20 @@ class _Apply(nn.Module):
         return fn(*args)
 
 
-def stack_into(first: nn.Module, others: list[nn.Module]) -> list[torch.Tensor]:
+def stack_into(first: nn.Module, others: list[nn.Module]) -> None:
     """Give ``first`` the weights of all members: each floating-point parameter and buffer becomes
-    (M, ...) with ``first``'s own values at 0 and ``others``' after it (M = 1 + len(others));
-    other buffers must be equal in all and stay shared. Returns the stacked tensors."""
-    stacked = []
+    (M, ...) with ``first``'s own values at 0 and ``others``' after it (M = 1 + len(others)); a
+    tensor that several modules share stays shared. Other buffers (flags, counters) must be equal in
+    all members and are shared by them."""
+    done: dict[int, torch.Tensor] = {}      # id of a tensor of ``first`` -> its stacked form
     for name, mod in first.named_modules():
         peers = [dict(o.named_modules())[name] for o in others]
         for table, kind in ((mod._parameters, "param"), (mod._buffers, "buffer")):
             for attr, t in list(table.items()):
                 if t is None:
+                    continue
+                if id(t) in done:
+                    table[attr] = done[id(t)]
                     continue
                 values = [t] + [getattr(p, attr) for p in peers]
                 if not t.is_floating_point():
@@ -146,9 +155,8 @@ def stack_into(first: nn.Module, others: list[nn.Module]) -> list[torch.Tensor]:
                         raise ValueError(f"the members' {name + '.' if name else ''}{attr} differ; an ensemble shares it")
                     continue
                 joined = torch.stack([v.detach() for v in values])
-                table[attr] = nn.Parameter(joined, requires_grad=t.requires_grad) if kind == "param" else joined
-                stacked.append(table[attr])
-    return stacked
+                done[id(t)] = table[attr] = nn.Parameter(joined, requires_grad=t.requires_grad) if kind == "param" \
+                    else joined
 
 
 @contextlib.contextmanager
@@ -169,12 +177,11 @@ def _global_stream(g: torch.Generator):
 
 class Members:
     """M members held in ``modules`` (name -> module) whose floating-point parameters and buffers
-    have a leading member dimension (:func:`stack_into`); other buffers (counters, flags) are
-    shared. ``generators``: each member's random stream."""
+    have a leading member dimension (:func:`stack_into`); other buffers (flags, counters) are
+    shared. ``generators``: each member's random stream, all on the device of the weights."""
 
-    def __init__(self, modules: dict[str, nn.Module], stacked: list[torch.Tensor], generators: list[torch.Generator]):
+    def __init__(self, modules: dict[str, nn.Module], generators: list[torch.Generator]):
         self.apply_to = _Apply(modules)
-        self.ids = {id(t) for t in stacked}
         self.generators = generators
         self.size = len(generators)
 
@@ -185,19 +192,22 @@ class Members:
         for i, g in enumerate(self.generators):
             with _global_stream(g):     # what make draws (e.g. an initialisation) comes from the member's stream
                 made.append(make(*tree_map(lambda a: a[i] if isinstance(a, torch.Tensor) else a, args)))
-        self.ids |= {id(t) for t in stack_into(made[0], made[1:])}
+        stack_into(made[0], made[1:])
         return made[0]
 
     def _state(self) -> tuple[dict, dict]:
-        state = {f"mods.{k}": v for k, v in self.apply_to.mods.state_dict(keep_vars=True).items()}
-        dims = {k: 0 if id(v) in self.ids else None for k, v in state.items()}
-        return state, dims
+        """Every parameter and buffer (non-persistent ones too) by name, and its member dimension:
+        0 for floating-point tensors (stacked), None for the shared rest."""
+        mods = self.apply_to
+        state = dict(mods.named_parameters()) | dict(mods.named_buffers())
+        return state, {k: 0 if v.is_floating_point() else None for k, v in state.items()}
+
     def map(self, fn: Callable, *args):
         """``fn(*args)`` for every member at once; tensor arguments (also inside tuples, dicts and
         distributions) have a leading member dimension, and so do the tensors of the result."""
         global _generators, _token
         state, dims = self._state()
-        tokens = torch.arange(self.size, device=next(iter(state.values())).device)
+        tokens = torch.arange(self.size)        # on the CPU: the random rules read them
 
         def one(state, token, *args):
             global _token

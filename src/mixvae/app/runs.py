@@ -537,6 +537,7 @@ def prepare_seeds(cfg: Config, seeds: list[int], data_dir=None, data: Optional[D
     as one stacked ensemble: (ensemble, data whose batches are stacked by seed, the first run,
     whose model now holds every member's weights)."""
     from ..training import ensemble
+    ensemble.check(cfg, seeds)                # before the (slow) preparation of every member
     members, generators = [], []
     for s in seeds:
         member_cfg = copy.deepcopy(cfg)
@@ -547,6 +548,23 @@ def prepare_seeds(cfg: Config, seeds: list[int], data_dir=None, data: Optional[D
         generators.append(ensemble.rng_generator(run.device))
     ens = ensemble.Ensemble(members, generators)
     return ens, ensemble.StackedBatches(data, ens.seeds), members[0]
+
+
+def _left_by_ensemble(out: Path, seeds: list[int]) -> bool:
+    """Whether the member folder ``out`` is as an ensemble of ``seeds`` wrote it: its seeds.json
+    names them, and its run stands at the step recorded there (not trained on alone since)."""
+    marker = out / "seeds.json"
+    if not marker.is_file():
+        return False
+    written = json.loads(marker.read_text())
+    latest = out / "checkpoints" / "latest.pt"
+    if latest.is_file():
+        step = load_checkpoint_from(latest)[0]["loop"]["step"]
+    elif (out / "eval.json").is_file():
+        step = json.loads((out / "eval.json").read_text()).get("steps")
+    else:
+        step = written.get("step")        # cut short while it was written
+    return written.get("seeds") == seeds and step == written.get("step")
 
 
 def train_seeds(cfg: Config, seeds: list[int], outs: list[Path], work: Path, data_dir=None, resume: bool = False,
@@ -596,13 +614,13 @@ def train_seeds(cfg: Config, seeds: list[int], outs: list[Path], work: Path, dat
         member_cfg = copy.deepcopy(first.cfg)
         member_cfg.seed = seed
         if resume and out.is_dir():      # written from an earlier state of this ensemble: written again
-            mine = (out / "seeds.json").is_file() and json.loads((out / "seeds.json").read_text())["seeds"] == ens.seeds
-            if not mine or holder_of(out):
-                raise UserError(f"run folder {out} exists and is not a member of the ensemble in {work} (or another "
-                                "process writes it); move it away to let the ensemble write its member there")
+            if not _left_by_ensemble(out, ens.seeds) or holder_of(out):
+                raise UserError(f"run folder {out} is not as the ensemble in {work} left it (another run's folder, "
+                                "or a member trained on alone since); move it away to let the ensemble write it")
             shutil.rmtree(out)
         with create_run_dir(replace(first, cfg=member_cfg), out, data_dir):
-            shutil.copy(work / "seeds.json", out / "seeds.json")    # trained as a member of these seeds' ensemble
+            marker = {"seeds": ens.seeds, "ensemble": str(work), "step": final["loop"]["step"]}
+            (out / "seeds.json").write_text(json.dumps(marker) + "\n")    # trained as a member of this ensemble
             save_checkpoint(ensemble.member_state(final, i), out / "checkpoints" / "latest.pt")
             with open(out / "metrics.jsonl", "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in ensemble.member_records(records, seed))

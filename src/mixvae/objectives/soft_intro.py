@@ -51,7 +51,7 @@ class SoftIntroConfig:
     beta_kl: float = _range(0.0, None, default=1.0)
     beta_neg: float = _range(0.0, None, default=256.0)
     gamma_r: float = _range(0.0, None, default=1e-8)
-    alpha: float = _range(0.0, None, default=2.0)      # exponent of the introspective terms
+    alpha: float = _range(above=0.0, default=2.0)      # exponent of the introspective terms (> 0: 1/alpha scales them)
     vae_only: bool = False                             # train the plain VAE loss throughout (the baseline)
     prior_player: Literal["decoder", "encoder", "fixed"] = "decoder"  # who the prior learns with after warm-up
     prior_lr: Optional[float] = _range(above=0.0, default=None)   # default: train.lr

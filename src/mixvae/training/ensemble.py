@@ -40,6 +40,31 @@ def rng_generator(device: torch.device) -> torch.Generator:
     return g
 
 
+def check(cfg, seeds: list[int]) -> None:
+    """Refuse, in one sentence each, what a stacked ensemble cannot train as the separate runs would."""
+    from .. import parallel
+    from ..registry import OBJECTIVES
+    t = cfg.train
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"an ensemble needs distinct seeds, got {list(seeds)}")
+    if not getattr(OBJECTIVES.get(t.objective).build, "stackable", False):
+        raise UserError(f"train.objective = {t.objective!r} cannot train several seeds in one process yet (its step "
+                        "is not written with per_member); train the seeds separately")
+    refused = {
+        "train.precision": (t.precision != "fp32", f"{t.precision!r}: autocast does not reach the members' batched "
+                            "products under vmap, so the members would not be their separate runs; expected fp32"),
+        "train.optimizer": (t.optimizer == "adam-normgrad", "'adam-normgrad' normalises each gradient by its norm over "
+                            "all members at once; expected adam"),
+        "train.patience": (t.patience is not None, f"{t.patience} would stop every member on their mean validation "
+                           "loss; expected null (no early stopping)"),
+    }
+    for key, (bad, why) in refused.items():
+        if bad:
+            raise UserError(f"several seeds in one process: {key} = {why}")
+    if parallel.active():
+        raise UserError("several seeds in one process run in one process; start it without torchrun")
+
+
 class Ensemble(Objective):
     """The objectives of M runs (``runs``: prepared runs of one config, seeds distinct) as one,
     their weights stacked into the first run's model (see the module docstring). ``seeds``: the
@@ -47,21 +72,18 @@ class Ensemble(Objective):
 
     def __init__(self, runs: list, generators: list[torch.Generator]):
         first = runs[0]
-        if not getattr(type(first.objective), "stackable", False):
-            raise UserError(f"train.objective = {first.cfg.train.objective!r} cannot train several seeds in one process "
-                            "yet (its step is not written with per_member); train the seeds separately")
         self.seeds = [r.cfg.seed for r in runs]
-        if len(set(self.seeds)) != len(self.seeds):
-            raise UserError(f"an ensemble needs distinct seeds, got {self.seeds}")
+        check(first.cfg, self.seeds)
+        if not getattr(type(first.objective), "stackable", False):
+            raise UserError(f"{type(first.objective).__name__} cannot train several seeds in one process")
         self.objective = first.objective
         super().__init__(first.model)
-        stacked = []
         for key, module in first.objective.modules().items():
             try:
-                stacked += stack_into(module, [r.objective.modules()[key] for r in runs[1:]])
+                stack_into(module, [r.objective.modules()[key] for r in runs[1:]])
             except ValueError as e:
                 raise UserError(f"{key}: {e}") from None
-        self.members = Members(first.objective.modules(), stacked, generators)
+        self.members = Members(first.objective.modules(), generators)
         self.objective.members = self.members
         self.select_best = self.objective.select_best
 
@@ -112,8 +134,14 @@ class Ensemble(Objective):
                 "generators": [g.get_state() for g in self.members.generators]}
 
     def load_state_dict(self, state: dict) -> None:
+        streams = state.get("generators", [])
+        if len(streams) != self.size or state.get("device", str(self.members.generators[0].device)) != \
+                str(self.members.generators[0].device):
+            raise UserError(f"the checkpoint holds {len(streams)} members' random streams on {state.get('device')}, "
+                            f"this ensemble has {self.size} on {self.members.generators[0].device}; resume it with "
+                            "its own seeds and train.device")
         self.objective.load_state_dict(state.get("objective", {}))
-        for g, s in zip(self.members.generators, state.get("generators", [])):
+        for g, s in zip(self.members.generators, streams):
             g.set_state(s)
 
 
