@@ -10,8 +10,8 @@
 #    waits for): ms per step, fraction of peak, memory, the projected wall times of the VampPrior
 #    protocol and of the whole 2D table; stopped after BENCH_LIMIT seconds (default 420);
 # 3. each kind of training on the device through the CLI, then `mixvae eval` of its run folder:
-#    the 2D learned-prior Soft-IntroVAE (conversion, clipping, MC KLs; also seeds 92 and 93 as one
-#    stacked ensemble, whose seed-92 member is compared with the separate run), a VampPrior VAE and
+#    the 2D learned-prior Soft-IntroVAE (conversion, clipping, MC KLs; in fp32 also seeds 92 and 93
+#    as one stacked ensemble, whose seed-92 member is compared with the separate run), a VampPrior VAE and
 #    a GAMIX-VAE on small synthetic images, in fp32 and bf16.
 # Output: $OUT (default device_out/): log.txt and bench_<device>.json. Uses the python3 on PATH
 # (the GPU image's has torch and every dependency) with this checkout's src/ on PYTHONPATH.
@@ -50,12 +50,14 @@ for precision in fp32 bf16; do
        --set train.max_steps=$STEPS --set train.warmup_steps=$((STEPS / 3)) \
        --set sintro.convert_to_mog_step=$((STEPS / 3 - 1)) --set "train.lr_milestones=[$((STEPS / 2))]"
   step mixvae eval "$run" --set train.device="$DEVICE" --json
+  if [ "$precision" = fp32 ]; then   # (ensembles train in fp32 only)
   step mixvae train configs/sintro/2d_8gaussians_learned_prior.yaml "${common[@]}" --out "$run-seeds" --seeds 92 93 \
        --set train.max_steps=$STEPS --set train.warmup_steps=$((STEPS / 3)) \
        --set sintro.convert_to_mog_step=$((STEPS / 3 - 1)) --set "train.lr_milestones=[$((STEPS / 2))]"
   step "$PY" -c "import json, sys; a, b = (json.load(open(p)) for p in sys.argv[1:]); \
 print('member seed 92 against its separate run: KL', a['kl'], b['kl'], 'relative difference', abs(a['kl'] - b['kl']) / abs(b['kl']))" \
        "$run-seeds/seed92/eval.json" "$run/eval.json"
+  fi
   run="$WORK/vamp-$precision"
   step mixvae train configs/vampprior/vae_vampprior_dynamic_mnist.yaml "${common[@]}" --out "$run" \
        --set data.name=npz --set data.path="$WORK/binary.npz" --set train.epochs=$EPOCHS --set train.warmup_epochs=1 \

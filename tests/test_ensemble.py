@@ -213,3 +213,25 @@ def test_stacking_keeps_shared_tensors_shared_and_maps_non_persistent_buffers():
     got = Members({"net": nets[0]}, [torch.Generator() for _ in range(3)]).map(
         lambda x: nets[0](x), torch.ones(3, 2))
     torch.testing.assert_close(got, torch.stack(want))
+
+
+def test_a_refused_resume_writes_nothing_and_a_cut_short_member_is_written_again(tmp_path, capsys):
+    """Members are checked before the ensemble trains on; a member folder is written whole (under
+    a temporary name, then renamed), and one written from the ensemble's final state is kept."""
+    save_config(cfg_2d(steps=6), tmp_path / "cfg.yaml")
+    out = tmp_path / "s"
+    assert main(["train", str(tmp_path / "cfg.yaml"), "--seeds", "3", "4", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "--resume", str(out / "seed4"), "--set", "train.max_steps=9", "--quiet"]) == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert main(["train", "--resume", str(out), "--set", "train.max_steps=12", "--quiet"]) == 2
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    import shutil
+    shutil.rmtree(out / "seed4")                    # moved away by the user; seed3 is as the ensemble left it
+    (out / ".seed4.tmp").mkdir()                    # and a write cut short before
+    kept = (out / "seed3" / "eval.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0      # same budget: nothing to train
+    assert (out / "seed3" / "eval.json").stat().st_mtime_ns != kept   # evaluated again from its checkpoint
+    assert json.loads((out / "seed4" / "eval.json").read_text())["steps"] == 6 and not (out / ".seed4.tmp").exists()
+    assert main(["eval", str(out), "--quiet"]) == 2
+    assert "give one member's folder" in capsys.readouterr().err

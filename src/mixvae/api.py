@@ -512,10 +512,12 @@ def load(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> La
     or of a .safetensors file written by ``mixvae export``, in eval mode. No data are needed and no
     code runs when the files are read."""
     import yaml
+    from .app.runs import check_run_folder
     path = Path(path)
     if not path.exists():
         raise UserError(f"mixvae.load: {path} does not exist; expected a run folder or a .safetensors file")
     if path.is_dir():
+        check_run_folder(path)
         if not (path / "config.yaml").is_file():
             raise UserError(f"{path} is not a run folder (no config.yaml)")
         from .app.runs import recorded_data_spec

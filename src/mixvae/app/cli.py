@@ -211,7 +211,7 @@ def cmd_train(args) -> int:
     if args.seeds or (args.resume is not None and (args.resume / ENSEMBLE / "seeds.json").is_file()):
         return _train_seeds(args)
     if args.resume is not None:
-        _not_an_ensemble(args.resume, "--resume")
+        runs.check_run_folder(args.resume, "--resume")
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise UserError("give either --out (a new run) or --resume RUN, not both")
@@ -237,15 +237,6 @@ def cmd_train(args) -> int:
 
 
 ENSEMBLE = "ensemble"   # the stacked ensemble's own run folder inside a --seeds folder
-
-
-def _not_an_ensemble(folder: Path, option: str) -> None:
-    """Refuse the ensemble folder of ``mixvae train --seeds`` where a run folder is expected."""
-    marker = folder / "seeds.json"
-    if marker.is_file() and "members" in json.loads(marker.read_text()):
-        raise UserError(f"{option} {folder}: the stacked weights of the seeds trained by mixvae train --seeds; "
-                        f"resume them with --resume {folder.parent}, or give one member's folder "
-                        f"({folder.parent / 'seed<S>'})")
 
 
 def _train_seeds(args) -> int:
@@ -289,7 +280,6 @@ def _open(args, overrides=(), needs_data: bool = True):
     if weights is not None and args.checkpoint != "auto":
         raise UserError(f"--weights {weights} and --checkpoint {args.checkpoint}: give one of them")
     threads = [f"train.threads={args.threads}"] if args.threads else []
-    _not_an_ensemble(Path(args.run), "RUN")
     return runs.open_run(args.run, args.data_dir, args.checkpoint, list(overrides) + threads, weights=weights,
                          needs_data=needs_data)
 

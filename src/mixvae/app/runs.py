@@ -378,6 +378,7 @@ def open_run(path: Path, data_dir=None, which: str = "auto", overrides=(), weigh
     With ``needs_data`` false (sampling, exporting), a run whose data cannot be loaded here (a
     ``mixvae.fit`` run on in-memory examples, files missing offline) opens with the data as its
     run.json describes them, without examples."""
+    check_run_folder(path)
     if not (path / "config.yaml").is_file():
         raise UserError(f"{path} is not a run folder (no config.yaml)")
     cfg = load_config(path / "config.yaml", list(overrides))
@@ -550,6 +551,19 @@ def prepare_seeds(cfg: Config, seeds: list[int], data_dir=None, data: Optional[D
     return ens, ensemble.StackedBatches(data, ens.seeds), members[0]
 
 
+def check_run_folder(path: Path, what: str = "") -> None:
+    """Refuse, in one sentence, a folder of ``mixvae train --seeds`` where one run's folder is
+    expected: the ensemble's own folder (stacked weights) or the folder holding the members."""
+    where = f"{what} {path}" if what else str(path)
+    marker = path / "seeds.json"
+    if marker.is_file() and "members" in json.loads(marker.read_text()):
+        raise UserError(f"{where}: the stacked weights of the seeds trained by mixvae train --seeds; resume them "
+                        f"with --resume {path.parent}, or give one member's folder ({path.parent / 'seed<S>'})")
+    if not (path / "config.yaml").is_file() and (path / "ensemble" / "seeds.json").is_file():
+        raise UserError(f"{where}: the seeds trained by mixvae train --seeds; give one member's folder "
+                        f"({path / 'seed<S>'})")
+
+
 def _left_by_ensemble(out: Path, seeds: list[int]) -> bool:
     """Whether the member folder ``out`` is as an ensemble of ``seeds`` wrote it: its seeds.json
     names them, and its run stands at the step recorded there (not trained on alone since)."""
@@ -580,9 +594,12 @@ def train_seeds(cfg: Config, seeds: list[int], outs: list[Path], work: Path, dat
     from ..training.checkpoint import save_checkpoint
     if len(outs) != len(seeds):
         raise UserError(f"{len(seeds)} seeds need as many run folders, got {len(outs)}")
-    if not resume:
-        for out in outs:
+    for out in outs:
+        if not resume:
             check_new_run_dir(out)
+        elif out.exists() and (not _left_by_ensemble(out, list(seeds)) or holder_of(out)):
+            raise UserError(f"run folder {out} is not as the ensemble in {work} left it (another run's folder, or a "
+                            "member trained on alone since); move it away to let the ensemble write it")
     lock = RunLock(work) if resume else None
     if not resume:
         check_new_run_dir(work)
@@ -609,20 +626,23 @@ def train_seeds(cfg: Config, seeds: list[int], outs: list[Path], work: Path, dat
         if lock is not None:
             lock.release()
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    summaries = []
+    step, summaries = final["loop"]["step"], []
     for i, (seed, out) in enumerate(zip(ens.seeds, outs)):
         member_cfg = copy.deepcopy(first.cfg)
         member_cfg.seed = seed
-        if resume and out.is_dir():      # written from an earlier state of this ensemble: written again
-            if not _left_by_ensemble(out, ens.seeds) or holder_of(out):
-                raise UserError(f"run folder {out} is not as the ensemble in {work} left it (another run's folder, "
-                                "or a member trained on alone since); move it away to let the ensemble write it")
-            shutil.rmtree(out)
-        with create_run_dir(replace(first, cfg=member_cfg), out, data_dir):
-            marker = {"seeds": ens.seeds, "ensemble": str(work), "step": final["loop"]["step"]}
-            (out / "seeds.json").write_text(json.dumps(marker) + "\n")    # trained as a member of this ensemble
-            save_checkpoint(ensemble.member_state(final, i), out / "checkpoints" / "latest.pt")
-            with open(out / "metrics.jsonl", "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in ensemble.member_records(records, seed))
+        written = out.is_dir() and json.loads((out / "seeds.json").read_text()).get("step") == step
+        if written and not (out / "checkpoints").is_dir():     # finished since (e.g. a kept grid cell)
+            summaries.append(json.loads((out / "eval.json").read_text()))
+            continue
+        if not written:      # the member's folder, written whole under a temporary name, then renamed
+            tmp = out.with_name(f".{out.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            with create_run_dir(replace(first, cfg=member_cfg), tmp, data_dir):
+                save_checkpoint(ensemble.member_state(final, i), tmp / "checkpoints" / "latest.pt")
+                with open(tmp / "metrics.jsonl", "w") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in ensemble.member_records(records, seed))
+                (tmp / "seeds.json").write_text(json.dumps({"seeds": ens.seeds, "step": step}) + "\n")
+            shutil.rmtree(out, ignore_errors=True)     # (an earlier state of this ensemble's member, checked above)
+            tmp.rename(out)
         summaries.append(train(member_cfg, out, data_dir, resume=True, progress=False, evaluate_after=evaluate_after))
     return summaries
