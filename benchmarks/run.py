@@ -252,7 +252,7 @@ def interleaved_ensemble_ratio(members: int = 3, rounds: int = 10, calls: int = 
         losses = []
         for step, state in zip(separate, states):
             (torch.cuda.set_rng_state if gpu else torch.set_rng_state)(state)
-            losses.append([{k: float(v) for k, v in step().items()} for _ in range(check_steps)])
+            losses.append([step() for _ in range(check_steps)])
         together = [stacked() for _ in range(check_steps)]
         diff = max(abs(together[t][f"seed{m}/{k}"] - v) / max(abs(v), 1e-12)
                    for m, rows in enumerate(losses) for t, row in enumerate(rows) for k, v in row.items())

@@ -111,13 +111,14 @@ def points_2d(lib):
 
 
 def plain_step(lib, obj, cfg, x) -> Callable[[], object]:
-    """One fp32 training step of ``obj`` with the package ``lib``'s optimizers and StepContext."""
+    """One fp32 training step of ``obj`` with the package ``lib``'s optimizers and StepContext; its
+    logged terms as numbers."""
     import importlib
     optim = importlib.import_module(f"{lib.__name__}.training.optim")
     context = importlib.import_module(f"{lib.__name__}.objectives.base").StepContext
     opts = {k: optim.make_optimizer(cfg.train.optimizer, v, cfg.train.lr, cfg.train.betas)
             for k, v in obj.players().items()}
-    return lambda: obj.step(x, context(1000, 10, 1.0, opts))
+    return lambda: {k: float(v) for k, v in obj.step(x, context(1000, 10, 1.0, opts)).items()}   # as the loop logs them
 
 
 def sintro_2d() -> Workload:
