@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mixvae.app import bench2d, runs  # noqa: E402
-from mixvae.app.grid import (cell_progress, continue_cell, finish_cell, is_finished, needs_training,  # noqa: E402
-                             pack_cell, write_table)
+from mixvae.app.grid import (cell_progress, code_commit, continue_cell, finish_cell, is_finished,  # noqa: E402
+                             needs_training, pack_cell, write_table)
 from mixvae.config import load_config  # noqa: E402
 
 RESULTS = ROOT / "results" / "2d_protocol"
@@ -150,6 +150,7 @@ def main(argv=None) -> None:
                     help="train each row's seeds that have not started in one process, as a stacked ensemble")
     args = ap.parse_args(argv)
     os.chdir(ROOT)   # presets and the commands recorded with each cell are relative to the repo
+    code_commit()    # the code this process trains with (recorded with its cells, however long they take)
     budget = bench2d.Budget(args.iterations, args.warmup)
     cells = [(s, d, m) for s in args.seeds for d in args.datasets for m in args.methods]   # seed first: early rows
     grid_table = functools.partial(table, cells=cells, iterations=args.iterations)

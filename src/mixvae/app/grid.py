@@ -9,6 +9,7 @@ and anyone can re-run a cell by deleting its folder.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import shutil
@@ -32,6 +33,14 @@ def git_commit(root: Path) -> str:
     return out.stdout.strip() or "unknown"
 
 
+@functools.cache
+def code_commit() -> str:
+    """The commit of the code this process runs, read at the first call: a script that trains for
+    hours calls it when it starts, so that the commit recorded with its cells is the code that
+    trained them even when the checkout moves on meanwhile."""
+    return git_commit(Path(__file__).resolve().parent)
+
+
 def run_cell(preset: Path, overrides: list[str], work: Path, dest: Path, data_dir=None,
              meta: Optional[dict] = None, progress: bool = True) -> dict:
     """Train ``preset`` with ``overrides`` in ``work`` (resuming if it has a checkpoint), evaluate,
@@ -39,7 +48,7 @@ def run_cell(preset: Path, overrides: list[str], work: Path, dest: Path, data_di
     if (dest / "eval.json").exists():
         return json.loads((dest / "eval.json").read_text())
     cfg = load_config(preset, overrides)
-    commit = git_commit(Path(__file__).resolve().parent)     # the code that trains this cell
+    commit = code_commit()     # the code that trains this cell
     resume = (work / "checkpoints" / "latest.pt").exists()
     if resume and (work / "config.yaml").is_file():
         from ..config import config_changes
@@ -188,6 +197,7 @@ def continue_cell(folder: Path, preset: Path, overrides: list[str], data_dir=Non
     """Train the cell in ``folder``: a new run of ``preset`` + ``overrides``, or the continuation
     of the run already there (its own config.yaml, from checkpoints/latest.pt). Returns the
     training summary of :func:`runs.train` (no evaluation)."""
+    code_commit()          # read now: the code that trains (finish_cell records it)
     if (folder / "config.yaml").is_file():
         cfg, resume = load_config(folder / "config.yaml"), True
     else:
@@ -265,7 +275,7 @@ def finish_cell(folder: Path, evaluate: Callable[[Path], dict], meta: Optional[d
                "seconds_per_epoch": round(loop["seconds"] / max(loop["step"] / per_epoch, 1e-9), 2)}
     summary.update(meta or {})
     summary.update(evaluate(folder))
-    summary["commit"] = git_commit(Path(__file__).resolve().parent)
+    summary["commit"] = code_commit()
     save_curves(folder / "metrics.jsonl", folder / "curves.png", stopped_early=bool(loop["stop_reason"]))
     tmp = folder / "eval.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
