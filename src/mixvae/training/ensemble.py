@@ -14,8 +14,9 @@ seed ends, up to float rounding (tests/test_ensemble.py: 1e-5).
 
 What differs from the separate runs: the logged validation loss is the members' mean, on streams
 seeded from each member's seed at every validation batch (the separate runs continue one stream
-over the batches); a non-finite loss in any member rolls back (or stops) all of them; and the
-mixture densities inside the map use the direct form (no float64 fallback, no C kernel).
+over the batches), and a non-finite loss in any member rolls back (or stops) all of them. What a
+member could not do as its separate run would is refused (:func:`check`). Code that vmap cannot
+batch (the mixture kernel and its fallbacks) runs member by member (``members.one_by_one``).
 :func:`member_state` cuts one member's checkpoint out of the ensemble's, which then resumes,
 evaluates and reloads as a separate run of that seed would.
 """
