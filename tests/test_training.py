@@ -112,6 +112,9 @@ def test_nan_policy_rollback_lowers_lr_and_continues(tmp_path, folder):
     if folder:
         events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"event"' in line]
         assert events and events[0]["event"] == "rollback"
+        from mixvae.training.tracking import read_records
+        records, bad = read_records(tmp_path / "metrics.jsonl")       # a resume keeps the event, quietly
+        assert bad == [] and any(r.get("event") == "rollback" for r, _ in records)
 
 
 class LateMetric(Wrapped):

@@ -101,7 +101,7 @@ class MetricsLog:
 def read_records(path: Path) -> tuple[list[tuple[dict, str]], list[int]]:
     """The records of a metrics.jsonl as (record, its line) pairs, and the numbers of the lines that
     are not records (not UTF-8, not JSON, not an object of numbers with an integer step and a split
-    name), except a last line
+    name; an "event" record, e.g. a rollback, also holds words), except a last line
     cut short by a crash, which is dropped silently. A path that is not a regular file is
     :class:`UserError`."""
     from ..safeio import read_regular
@@ -114,8 +114,9 @@ def read_records(path: Path) -> tuple[list[tuple[dict, str]], list[int]]:
         try:
             line = raw.decode("utf-8")
             r = json.loads(line)
-            ok = isinstance(r, dict) and isinstance(r.get("step", 0), int) and all(   # numbers, and the split's name
-                (isinstance(v, str) if k == "split" else v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))
+            ok = isinstance(r, dict) and isinstance(r.get("step", 0), int) and all(   # numbers, the split's name,
+                (isinstance(v, str) if k == "split" else v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                 or (isinstance(v, str) and r.get("split") == "event"))             # and an event's words
                 for k, v in r.items())
         except ValueError:
             ok = False
