@@ -205,7 +205,7 @@ class Members:
     def map(self, fn: Callable, *args):
         """``fn(*args)`` for every member at once; tensor arguments (also inside tuples, dicts and
         distributions) have a leading member dimension, and so do the tensors of the result."""
-        global _generators, _token
+        global _generators
         state, dims = self._state()
         tokens = torch.arange(self.size)        # on the CPU: the random rules read them
 

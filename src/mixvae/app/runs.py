@@ -587,11 +587,12 @@ def train_seeds(cfg: Config, seeds: list[int], outs: list[Path], work: Path, dat
     (:mod:`mixvae.training.ensemble`), in the run folder ``work`` (checkpoints, metrics; resumable
     like any run with ``resume``); then give each member the run folder ``outs[i]`` its separate
     run would have left (config.yaml with its seed, its checkpoint, its rows of metrics.jsonl, and
-    seeds.json naming the ensemble) and evaluate it there, as ``train`` does. Returns the members' summaries; their ``train_seconds``
-    is the ensemble's, shared by all members."""
+    seeds.json with the seeds and the step it was written at) and evaluate it there, as ``train``
+    does. Returns the members' summaries; their ``train_seconds`` is the ensemble's, shared by all."""
     from dataclasses import replace
     from ..training import ensemble
     from ..training.checkpoint import save_checkpoint
+    from ..training.tracking import read_records
     if len(outs) != len(seeds):
         raise UserError(f"{len(seeds)} seeds need as many run folders, got {len(outs)}")
     for out in outs:
@@ -625,7 +626,7 @@ def train_seeds(cfg: Config, seeds: list[int], outs: list[Path], work: Path, dat
     finally:
         if lock is not None:
             lock.release()
-    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = [r for r, _ in read_records(work / "metrics.jsonl")[0]]
     step, summaries = final["loop"]["step"], []
     for i, (seed, out) in enumerate(zip(ens.seeds, outs)):
         member_cfg = copy.deepcopy(first.cfg)
