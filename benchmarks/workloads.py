@@ -145,7 +145,8 @@ def sintro_2d_members(members: int):
     import copy
     import types
     import mixvae
-    from mixvae.training.ensemble import Ensemble, rng_generator
+    from mixvae.members import generator_at_global
+    from mixvae.training.ensemble import Ensemble
     separate, runs, states, xs = [], [], [], []
     for m in range(members):
         for into in (separate, runs):
@@ -157,7 +158,7 @@ def sintro_2d_members(members: int):
             cfg = copy.deepcopy(cfg)
             cfg.seed = m
             into.append((obj, cfg))
-        states.append(rng_generator(x.device))
+        states.append(generator_at_global(x.device))
         xs.append(x)
     ens = Ensemble([types.SimpleNamespace(cfg=c, objective=o, model=o.model) for o, c in runs], states)
     steps = [plain_step(mixvae, o, c, x) for (o, c), x in zip(separate, xs)]

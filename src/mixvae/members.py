@@ -159,13 +159,25 @@ def stack_into(first: nn.Module, others: list[nn.Module]) -> None:
                     else joined
 
 
+def _global_rng(device: torch.device):
+    """(read, write) the state of the global generator of ``device``."""
+    if device.type == "cuda":
+        return (lambda: torch.cuda.get_rng_state(device)), (lambda state: torch.cuda.set_rng_state(state, device))
+    return torch.get_rng_state, torch.set_rng_state
+
+
+def generator_at_global(device: torch.device) -> torch.Generator:
+    """A generator in the state the global one of ``device`` has now (what a separate run draws from next)."""
+    g = torch.Generator(device=device)
+    g.set_state(_global_rng(device)[0]())
+    return g
+
+
 @contextlib.contextmanager
 def _global_stream(g: torch.Generator):
     """The global generator of ``g``'s device continues ``g``'s stream for the block; ``g`` then
     holds where the block left it, and the global generator is back where it was."""
-    cuda = g.device.type == "cuda"
-    get = (lambda: torch.cuda.get_rng_state(g.device)) if cuda else torch.get_rng_state
-    put = (lambda s: torch.cuda.set_rng_state(s, g.device)) if cuda else torch.set_rng_state
+    get, put = _global_rng(g.device)
     kept = get()
     put(g.get_state())
     try:

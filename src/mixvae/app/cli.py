@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from ..errors import TrainingDiverged, UserError
 
@@ -206,28 +207,13 @@ def _check_resume_changes(run, saved, cfg) -> None:
 def cmd_train(args) -> int:
     from .. import parallel
     from . import runs
-    from ..config import load_config
 
     if args.seeds or (args.resume is not None and (args.resume / ENSEMBLE / "seeds.json").is_file()):
         return _train_seeds(args)
     if args.resume is not None:
         runs.check_run_folder(args.resume, "--resume")
-    if args.resume is not None:
-        if args.out is not None and args.out != args.resume:
-            raise UserError("give either --out (a new run) or --resume RUN, not both")
-        if not (args.resume / "config.yaml").is_file():
-            raise UserError(f"--resume {args.resume}: not a run folder (no config.yaml)")
-        cfg = load_config(args.resume / "config.yaml", args.overrides)
-        _check_resume_changes(args.resume, load_config(args.resume / "config.yaml"), cfg)
-        out = args.resume
-        data_dir = runs.run_data_dir(out, args.data_dir)
-    else:
-        if args.config is None or args.out is None:
-            raise UserError("mixvae train: give a config file and --out RUN (or --resume RUN)")
-        cfg = load_config(args.config, args.overrides)
-        out, data_dir = args.out, args.data_dir
-    if args.threads:
-        cfg.train.threads = args.threads
+    cfg, data_dir = _config_to_train(args, args.resume, "mixvae train: give a config file and --out RUN (or --resume RUN)")
+    out = args.resume if args.resume is not None else args.out
     with parallel.process_group(cfg.train.device) as proc:   # several processes when started by torchrun
         summary = runs.train(cfg, out, data_dir, resume=args.resume is not None,
                              progress=not args.quiet and proc.is_main, evaluate_after=not args.no_eval, proc=proc)
@@ -239,32 +225,47 @@ def cmd_train(args) -> int:
 ENSEMBLE = "ensemble"   # the stacked ensemble's own run folder inside a --seeds folder
 
 
-def _train_seeds(args) -> int:
-    """mixvae train --seeds: the members' run folders DIR/seed<S> and the ensemble's DIR/ensemble."""
+def _config_to_train(args, run: Optional[Path], usage: str):
+    """(config, data folder) of mixvae train: with --resume, the config.yaml of the run folder
+    ``run`` with --set applied (only what a resume may change) and the data folder recorded there;
+    else the config file given with --set (``usage``: the line for a missing config or --out).
+    --threads applies to both."""
     from . import runs
     from ..config import load_config
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError("--seeds trains several seeds in one process; start it without torchrun")
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise UserError("give either --out (a new run) or --resume RUN, not both")
-        folder, work = args.resume, args.resume / ENSEMBLE
+        if not (run / "config.yaml").is_file():
+            raise UserError(f"--resume {args.resume}: not a run folder (no config.yaml)")
+        cfg = load_config(run / "config.yaml", args.overrides)
+        _check_resume_changes(run, load_config(run / "config.yaml"), cfg)
+        data_dir = runs.run_data_dir(run, args.data_dir)
+    else:
+        if args.config is None or args.out is None:
+            raise UserError(usage)
+        cfg, data_dir = load_config(args.config, args.overrides), args.data_dir
+    if args.threads:
+        cfg.train.threads = args.threads
+    return cfg, data_dir
+
+
+def _train_seeds(args) -> int:
+    """mixvae train --seeds: the members' run folders DIR/seed<S> and the ensemble's DIR/ensemble."""
+    from . import runs
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--seeds trains several seeds in one process; start it without torchrun")
+    folder = args.resume if args.resume is not None else args.out
+    work = None if folder is None else folder / ENSEMBLE
+    if args.resume is not None:
         if not (work / "seeds.json").is_file():
             raise UserError(f"--resume {folder}: not a folder of mixvae train --seeds (no {work / 'seeds.json'})")
         seeds = json.loads((work / "seeds.json").read_text())["seeds"]
         if args.seeds and list(args.seeds) != seeds:
             raise UserError(f"--resume {folder}: its seeds are {seeds}, not {list(args.seeds)}")
-        cfg = load_config(work / "config.yaml", args.overrides)
-        _check_resume_changes(work, load_config(work / "config.yaml"), cfg)
-        data_dir = runs.run_data_dir(work, args.data_dir)
-    else:
-        if args.config is None or args.out is None:
-            raise UserError("mixvae train --seeds: give a config file and --out DIR (or --resume DIR)")
-        folder, work, seeds, data_dir = args.out, args.out / ENSEMBLE, list(args.seeds), args.data_dir
+    cfg, data_dir = _config_to_train(args, work, "mixvae train --seeds: give a config file and --out DIR (or --resume DIR)")
+    if args.resume is None:
+        seeds = list(args.seeds)
         runs.check_new_run_dir(folder)
-        cfg = load_config(args.config, args.overrides)
-    if args.threads:
-        cfg.train.threads = args.threads
     summaries = runs.train_seeds(cfg, seeds, [folder / f"seed{s}" for s in seeds], work, data_dir,
                                  resume=args.resume is not None, progress=not args.quiet,
                                  evaluate_after=not args.no_eval)

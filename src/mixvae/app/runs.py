@@ -537,6 +537,7 @@ def prepare_seeds(cfg: Config, seeds: list[int], data_dir=None, data: Optional[D
     seed's weights, and the random state its preparation leaves, captured as the member's stream),
     as one stacked ensemble: (ensemble, data whose batches are stacked by seed, the first run,
     whose model now holds every member's weights)."""
+    from ..members import generator_at_global
     from ..training import ensemble
     ensemble.check(cfg, seeds)                # before the (slow) preparation of every member
     members, generators = [], []
@@ -546,7 +547,7 @@ def prepare_seeds(cfg: Config, seeds: list[int], data_dir=None, data: Optional[D
         run = prepare(member_cfg, data_dir, data=data)
         data = run.data
         members.append(run)
-        generators.append(ensemble.rng_generator(run.device))
+        generators.append(generator_at_global(run.device))
     ens = ensemble.Ensemble(members, generators)
     return ens, ensemble.StackedBatches(data, ens.seeds), members[0]
 

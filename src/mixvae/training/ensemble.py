@@ -34,13 +34,6 @@ from ..members import Members, stack_into
 from ..objectives.base import Objective, StepContext
 
 
-def rng_generator(device: torch.device) -> torch.Generator:
-    """A generator in the state of the global one of ``device`` now (what a separate run draws from)."""
-    g = torch.Generator(device=device)
-    g.set_state(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
-    return g
-
-
 def check(cfg, seeds: list[int]) -> None:
     """Refuse, in one sentence each, what a stacked ensemble cannot train as the separate runs would."""
     from .. import parallel
@@ -75,8 +68,6 @@ class Ensemble(Objective):
         first = runs[0]
         self.seeds = [r.cfg.seed for r in runs]
         check(first.cfg, self.seeds)
-        if not getattr(type(first.objective), "stackable", False):
-            raise UserError(f"{type(first.objective).__name__} cannot train several seeds in one process")
         self.objective = first.objective
         super().__init__(first.model)
         for key, module in first.objective.modules().items():
@@ -108,14 +99,9 @@ class Ensemble(Objective):
     def step(self, x: torch.Tensor, ctx: StepContext) -> dict[str, float]:
         """The objective's step for every member; logs each term's mean over the members and, as
         ``seed<S>/<term>``, each member's own value. x: (M, B, ...), member m's batch at x[m]."""
-        out = {}
         per = {k: v.detach().float().cpu() for k, v in self.objective.step(x, ctx).items()}
-        for k, v in per.items():
-            out[k] = v.mean().item()
-        for k, v in per.items():
-            for s, value in zip(self.seeds, v.tolist()):
-                out[f"seed{s}/{k}"] = value
-        return out
+        own = {f"seed{s}/{k}": value for k, v in per.items() for s, value in zip(self.seeds, v.tolist())}
+        return {k: v.mean().item() for k, v in per.items()} | own
 
     @torch.no_grad()
     def validation_loss(self, x: torch.Tensor) -> torch.Tensor:
